@@ -1,0 +1,118 @@
+"""The `facelib` command line: one subcommand per job, each a thin call into the library."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from facelib.errors import DataError
+
+DATA_HELP = "dataset root (train/images + train/masks, or images/ + masks/); default: $FACELIB_DATA, else the built-in synthetic faces"
+
+
+def _stats(args: argparse.Namespace) -> list[Path]:
+    from facelib.data import load_dataset, load_or_make_split
+    from facelib.outputs import save_figure, write_table
+    from facelib.stats import class_frequency_figure, class_table, class_weights, normalization, rgb_table, scan
+
+    dataset = load_dataset(args.data)
+    split, split_file = load_or_make_split(dataset, args.split, out=args.out, seed=args.seed)
+    print(f"dataset {dataset.name}: {len(dataset.samples)} pairs ({len(split.train)} train / {len(split.val)} val), "
+          f"{len(dataset.test_images)} test images, split {split_file}")  # fmt: skip
+    scanned = scan(dataset)
+    classes = class_table(scanned, split)
+    rgb = rgb_table(scanned, split.train + split.val)
+    weights = class_weights(scanned.class_pixels[scanned.rows(split.train)])
+    mean, std = normalization(scanned, split.train + split.val)
+    print(f"normalisation (exact global, train+val): mean {mean}, std {std}")
+    print(rgb.round(2).to_string(index=False))
+    tables, figures = Path(args.out) / "tables", Path(args.out) / "figures"
+    name = dataset.name
+    written = [split_file]
+    written += write_table(classes, tables / f"{name}_class_stats", f"Class pixel frequency and presence ({name})")
+    written += write_table(rgb, tables / f"{name}_rgb_stats", f"RGB mean/std over train+val ({name})")
+    written += write_table(weights, tables / f"{name}_class_weights", f"Class weights from the train split ({name})")
+    figure = class_frequency_figure(classes, f"Class frequency and presence: {name}")
+    written.append(save_figure(figure, figures / f"{name}_class_frequency.png"))
+    return written
+
+
+def _audit(args: argparse.Namespace) -> list[Path]:
+    from facelib.audit import audit, offsets_figure, write_corrected_copy
+    from facelib.data import load_dataset
+    from facelib.outputs import save_figure, write_table
+
+    dataset = load_dataset(args.data)
+    report = audit(dataset)
+    side = "the image's right" if report.convention > 0 else "the image's left (opposite to the documentation)"
+    print(f"convention: the person's left parts appear on {side} "
+          f"({report.agreeing} of {report.both_visible} pairs with both parts visible agree)")  # fmt: skip
+    flagged = report.flagged
+    for stem, items in flagged.items():
+        evidence = "; ".join(f"{e.pair} {e.method}: {e.offset_px:+.0f} px ({e.offset_face_widths:+.2f} face widths)"
+                             for e in items)  # fmt: skip
+        print(f"{stem}: reversed {evidence}")
+    print(f"{len(flagged)} of {len(dataset.samples)} masks have reversed left/right labels")
+    summary = report.summary()
+    print(summary.to_string(index=False))
+    tables, name = Path(args.out) / "tables", dataset.name
+    written = write_table(report.table(), tables / f"{name}_audit", f"Masks with reversed left/right labels ({name})")
+    written += write_table(summary, tables / f"{name}_audit_summary", f"Left/right label audit by pair ({name})")
+    written.append(save_figure(offsets_figure(report, name), Path(args.out) / "figures" / f"{name}_audit_offsets.png"))
+    if args.write_corrected:
+        target, corrected = write_corrected_copy(dataset, report, args.write_corrected)
+        print(f"corrected copy: {target} ({corrected} masks corrected, source untouched)")
+        written.append(target)
+    return written
+
+
+def _synth(args: argparse.Namespace) -> list[Path]:
+    from facelib.synthetic import write_synthetic_dataset
+
+    return [write_synthetic_dataset(args.out, args.n_train, args.n_test, args.size, args.seed)]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="facelib", description="Face parsing with models under 1.8M parameters.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    stats = commands.add_parser("stats", help="class frequencies, RGB mean/std, class weights, split file")
+    stats.add_argument("data", nargs="?", help=DATA_HELP)
+    stats.add_argument("--out", default="results", help="results folder (default: results)")
+    stats.add_argument("--split", help="split file to read or create (default: OUT/splits/NAME-seedSEED.json)")
+    stats.add_argument("--seed", type=int, default=0, help="split seed (default: 0)")
+    stats.set_defaults(run=_stats)
+
+    audit = commands.add_parser("audit", help="find masks whose left/right labels are reversed")
+    audit.add_argument("data", nargs="?", help=DATA_HELP)
+    audit.add_argument("--out", default="results", help="results folder (default: results)")
+    audit.add_argument("--write-corrected", metavar="DIR", help="write a corrected copy of the dataset to DIR")
+    audit.set_defaults(run=_audit)
+
+    synth = commands.add_parser("synth", help="write a synthetic dataset in the real data's layout")
+    synth.add_argument("out", help="folder to create")
+    synth.add_argument("--n-train", type=int, default=200)
+    synth.add_argument("--n-test", type=int, default=20)
+    synth.add_argument("--size", type=int, default=256)
+    synth.add_argument("--seed", type=int, default=0)
+    synth.set_defaults(run=_synth)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        written = args.run(args)
+    except DataError as error:
+        print(f"facelib {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    print("wrote:")
+    for path in written:
+        print(f"  {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,109 @@
+"""Every kind of bad input gives one clear error naming the file(s), a non-zero exit, and no output."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from facelib.cli import main
+from facelib.labels import PALETTE
+
+
+def first(root: Path, kind: str) -> Path:
+    return sorted((root / "train" / kind).iterdir())[0]
+
+
+def missing_folder(root: Path) -> tuple[Path, str]:
+    return root / "nowhere", r"nowhere: dataset folder does not exist"
+
+
+def empty_folder(root: Path) -> tuple[Path, str]:
+    empty = root.parent / "empty"
+    (empty / "train" / "images").mkdir(parents=True)
+    (empty / "train" / "masks").mkdir(parents=True)
+    return empty, r"empty: no images .* found; folder is empty"
+
+
+def folder_without_layout(root: Path) -> tuple[Path, str]:
+    bare = root.parent / "bare"
+    bare.mkdir()
+    return bare, r"bare: no train/images \+ train/masks"
+
+
+def image_without_mask(root: Path) -> tuple[Path, str]:
+    mask = first(root, "masks")
+    mask.unlink()
+    return root, rf"{mask.stem}\.jpg: image has no mask"
+
+
+def truncated_jpeg(root: Path) -> tuple[Path, str]:
+    image = first(root, "images")
+    image.write_bytes(image.read_bytes()[:600])
+    return root, rf"{image.name}: cannot decode image"
+
+
+def mask_of_wrong_size(root: Path) -> tuple[Path, str]:
+    mask = first(root, "masks")
+    Image.open(mask).resize((64, 100), Image.NEAREST).save(mask)
+    return root, rf"{mask.name}: mask is 64x100 but its image is 128x128"
+
+
+def mask_with_value_42(root: Path) -> tuple[Path, str]:
+    mask = first(root, "masks")
+    ids = np.array(Image.open(mask))
+    ids[0, 0] = 42
+    Image.fromarray(ids, mode="L").save(mask)
+    return root, rf"{mask.name}: mask has values outside the class ids 0..18: 42"
+
+
+def rgb_mask_with_foreign_colour(root: Path) -> tuple[Path, str]:
+    mask = first(root, "masks")
+    rgb = PALETTE[np.array(Image.open(mask))].copy()
+    rgb[5, 5] = (10, 20, 30)
+    Image.fromarray(rgb).save(mask)
+    return root, rf"{mask.name}: RGB mask has colours that are not in the class palette: \(10,20,30\)"
+
+
+CASES = [missing_folder, empty_folder, folder_without_layout, image_without_mask, truncated_jpeg,
+         mask_of_wrong_size, mask_with_value_42, rgb_mask_with_foreign_colour]  # fmt: skip
+
+
+@pytest.mark.parametrize("command", ["stats", "audit"])
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.__name__)
+def test_bad_input_is_one_clear_error_and_writes_nothing(case, command, dataset_copy, tmp_path, capsys):
+    data, message = case(dataset_copy)
+    out = tmp_path / "results"
+    assert main([command, str(data), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"facelib {command}: error: ")
+    assert re.search(message, err), err
+    assert not out.exists()
+
+
+def test_all_offending_files_are_listed_at_once(dataset_copy, capsys):
+    masks = sorted((dataset_copy / "train" / "masks").iterdir())
+    images = sorted((dataset_copy / "train" / "images").iterdir())
+    images[1].write_bytes(b"not a jpeg")
+    ids = np.array(Image.open(masks[2]))
+    ids[0, 0] = 42
+    Image.fromarray(ids, mode="L").save(masks[2])
+    Image.open(masks[3]).resize((10, 10)).save(masks[3])
+    assert main(["stats", str(dataset_copy), "--out", str(dataset_copy / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "3 problem(s)" in err
+    assert images[1].name in err and masks[2].name in err and masks[3].name in err
+
+
+def test_unmatched_files_are_all_listed(dataset_copy, capsys):
+    masks = sorted((dataset_copy / "train" / "masks").iterdir())
+    masks[0].unlink()
+    masks[1].unlink()
+    (dataset_copy / "train" / "masks" / "stray.png").write_bytes(masks[2].read_bytes())
+    assert main(["audit", str(dataset_copy), "--out", str(dataset_copy.parent / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "3 problem(s)" in err and "stray.png: mask has no image" in err
+    assert f"{masks[0].stem}.jpg: image has no mask" in err

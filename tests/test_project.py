@@ -1,0 +1,73 @@
+"""The project's own promises: one environment description, the pinned versions, the CLI."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import pandas as pd
+import yaml
+
+from facelib.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def normalise(requirement: str) -> str:
+    name, rest = re.match(r"([A-Za-z0-9_.\-]+)(.*)", requirement.replace(" ", "")).groups()
+    return re.sub(r"[-_.]+", "-", name).lower() + rest
+
+
+def test_environment_yml_matches_pyproject():
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    wanted = {normalise(r) for r in project["dependencies"] + project["optional-dependencies"]["dev"]}
+    environment = yaml.safe_load((ROOT / "environment.yml").read_text())
+    pip = next(d["pip"] for d in environment["dependencies"] if isinstance(d, dict))
+    assert "python=3.11" in environment["dependencies"]
+    assert any(line.startswith("-e .") for line in pip)
+    assert {normalise(r) for r in pip if not r.startswith("-e")} == wanted
+
+
+def test_constraints_pin_the_local_torch_and_every_dependency():
+    pins = dict(
+        normalise(line).split("==")
+        for line in (ROOT / "constraints.txt").read_text().splitlines()
+        if line and not line.startswith("#")
+    )
+    assert pins["torch"] == "2.14.1" and pins["torchvision"] == "0.29.1"
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    for requirement in project["dependencies"]:
+        name = re.match(r"[a-z0-9\-]+", normalise(requirement)).group()
+        assert name in pins, f"{name} is not pinned in constraints.txt"
+
+
+def test_console_script_help():
+    result = subprocess.run([sys.executable, "-m", "facelib.cli", "--help"], capture_output=True, text=True)
+    assert result.returncode == 0
+    assert "stats" in result.stdout and "audit" in result.stdout
+    for command in ("stats", "audit"):
+        result = subprocess.run(
+            [sys.executable, "-m", "facelib.cli", command, "--help"], capture_output=True, text=True
+        )
+        assert result.returncode == 0 and "FACELIB_DATA" in result.stdout
+
+
+def test_commands_run_on_the_synthetic_default(tmp_path, monkeypatch, capsys):
+    monkeypatch.delenv("FACELIB_DATA", raising=False)
+    out = tmp_path / "results"
+    assert main(["stats", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "dataset synthetic: 200 pairs (160 train / 40 val)" in printed
+    table = pd.read_csv(out / "tables" / "synthetic_class_stats.csv", index_col="class")
+    assert len(table) == 19 and table["presence_all"]["skin"] == 1.0
+    for name in ("synthetic_rgb_stats.md", "synthetic_class_weights.csv"):
+        assert (out / "tables" / name).exists()
+    assert (out / "figures" / "synthetic_class_frequency.png").exists()
+    assert (out / "splits" / "synthetic-seed0.json").exists()
+    assert main(["audit", "--out", str(out)]) == 0
+    assert "0 of 200 masks have reversed left/right labels" in capsys.readouterr().out
+    leftovers = [p for p in out.rglob("*") if ".tmp" in p.name]
+    assert leftovers == []
