@@ -28,6 +28,7 @@ def _stats(args: argparse.Namespace) -> list[Path]:
     mean, std = normalization(scanned, split.train + split.val)
     print(f"normalisation (exact global, train+val): mean {mean}, std {std}")
     print(rgb.round(2).to_string(index=False))
+    print(classes[["freq_train", "freq_val", "presence_train", "presence_val"]].round(4).to_string())
     tables, figures = Path(args.out) / "tables", Path(args.out) / "figures"
     name = dataset.name
     written = [split_file]

@@ -22,7 +22,7 @@ from PIL import Image, ImageDraw, ImageFilter
 from facelib.labels import CLASS_NAMES, write_mask
 
 C = {name: i for i, name in enumerate(CLASS_NAMES)}
-SYNTHETIC_VERSION = 1
+SYNTHETIC_VERSION = 2
 DONE_MARKER = ".complete"
 
 
@@ -109,20 +109,15 @@ def draw_face(size: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarr
         far = (yaw > 0 and image_side > 0) or (yaw < 0 and image_side < 0)
         return not (far and hidden)
 
-    # Body, back to front.
-    paint("polygon", [(cx - a * 0.7, cy + b * 1.25), (cx + a * 0.7, cy + b * 1.25),
-                               (cx + a * 2.2, s), (cx - a * 2.2, s)], "cloth")  # fmt: skip
+    # Back to front: hair (long hair falls behind the shoulders), then neck, necklace and cloth over it.
+    paint("ellipse", _ellipse(cx - yaw * a * 0.1, cy - b * 0.2, a * 1.22, b * 1.02), "hair")
+    if rng.random() < 0.5:
+        paint("rectangle", [cx - a * 1.2, cy - b * 0.2, cx + a * 1.2, cy + b * 1.1], "hair")
     paint("rectangle", [cx - a * 0.5, cy + b * 0.5, cx + a * 0.5, cy + b * 1.35], "neck")
     if params.necklace:
         paint("rectangle", [cx - a * 0.5, cy + b * 1.12, cx + a * 0.5, cy + b * 1.2], "neck_l")
-    paint("ellipse", _ellipse(cx - yaw * a * 0.1, cy - b * 0.2, a * 1.22, b * 1.02), "hair")
-    if rng.random() < 0.5:  # long hair falling behind the shoulders
-        paint("rectangle", [cx - a * 1.2, cy - b * 0.2, cx + a * 1.2, cy + b * 1.1], "hair")
-        paint("rectangle", [cx - a * 0.5, cy + b * 0.5, cx + a * 0.5, cy + b * 1.35], "neck")
-        if params.necklace:
-            paint("rectangle", [cx - a * 0.5, cy + b * 1.12, cx + a * 0.5, cy + b * 1.2], "neck_l")
-        paint("polygon", [(cx - a * 0.7, cy + b * 1.25), (cx + a * 0.7, cy + b * 1.25),
-                                   (cx + a * 2.2, s), (cx - a * 2.2, s)], "cloth")  # fmt: skip
+    shoulders = [(cx - a * 0.7, cy + b * 1.25), (cx + a * 0.7, cy + b * 1.25), (cx + a * 2.2, s), (cx - a * 2.2, s)]
+    paint("polygon", shoulders, "cloth")
     for image_side, ear in ((+1, "l_ear"), (-1, "r_ear")):
         if not visible(image_side, far_ear_hidden):
             continue
