@@ -14,7 +14,7 @@ DATA_HELP = "dataset root (train/images + train/masks, or images/ + masks/); def
 
 def _stats(args: argparse.Namespace) -> list[Path]:
     from facelib.data import load_dataset, load_or_make_split
-    from facelib.outputs import save_figure, write_table
+    from facelib.outputs import provenance, save_figure, write_table
     from facelib.stats import class_frequency_figure, class_table, class_weights, normalization, rgb_table, scan
 
     dataset = load_dataset(args.data)
@@ -30,11 +30,16 @@ def _stats(args: argparse.Namespace) -> list[Path]:
     print(rgb.round(2).to_string(index=False))
     print(classes[["freq_train", "freq_val", "presence_train", "presence_val"]].round(4).to_string())
     tables, figures = Path(args.out) / "tables", Path(args.out) / "figures"
-    name = dataset.name
+    name, note = dataset.name, provenance(f"{dataset.root} ({len(dataset.samples)} pairs, split {split_file.name})")
+    rgb_note = f"Normalisation uses the global definition (see README). {note}"
     written = [split_file]
-    written += write_table(classes, tables / f"{name}_class_stats", f"Class pixel frequency and presence ({name})")
-    written += write_table(rgb, tables / f"{name}_rgb_stats", f"RGB mean/std over train+val ({name})")
-    written += write_table(weights, tables / f"{name}_class_weights", f"Class weights from the train split ({name})")
+    written += write_table(
+        classes, tables / f"{name}_class_stats", f"Class pixel frequency and presence ({name})", note
+    )
+    written += write_table(rgb, tables / f"{name}_rgb_stats", f"RGB mean/std over train+val ({name})", rgb_note, ".2f")
+    written += write_table(
+        weights, tables / f"{name}_class_weights", f"Class weights from the train split ({name})", note
+    )
     figure = class_frequency_figure(classes, f"Class frequency and presence: {name}")
     written.append(save_figure(figure, figures / f"{name}_class_frequency.png"))
     return written
@@ -43,7 +48,7 @@ def _stats(args: argparse.Namespace) -> list[Path]:
 def _audit(args: argparse.Namespace) -> list[Path]:
     from facelib.audit import audit, offsets_figure, write_corrected_copy
     from facelib.data import load_dataset
-    from facelib.outputs import save_figure, write_table
+    from facelib.outputs import provenance, save_figure, write_table
 
     dataset = load_dataset(args.data)
     report = audit(dataset)
@@ -59,8 +64,10 @@ def _audit(args: argparse.Namespace) -> list[Path]:
     summary = report.summary()
     print(summary.to_string(index=False))
     tables, name = Path(args.out) / "tables", dataset.name
-    written = write_table(report.table(), tables / f"{name}_audit", f"Masks with reversed left/right labels ({name})")
-    written += write_table(summary, tables / f"{name}_audit_summary", f"Left/right label audit by pair ({name})")
+    note = provenance(f"{dataset.root} ({len(dataset.samples)} pairs)")
+    title = f"Masks with reversed left/right labels ({name}): {len(flagged)} of {len(dataset.samples)}"
+    written = write_table(report.table(), tables / f"{name}_audit", title, note)
+    written += write_table(summary, tables / f"{name}_audit_summary", f"Left/right label audit by pair ({name})", note)
     written.append(save_figure(offsets_figure(report, name), Path(args.out) / "figures" / f"{name}_audit_offsets.png"))
     if args.write_corrected:
         target, corrected = write_corrected_copy(dataset, report, args.write_corrected)

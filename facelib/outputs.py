@@ -4,7 +4,11 @@ so an interrupted or failed command never leaves a half-written table, figure or
 from __future__ import annotations
 
 import contextlib
+import datetime
 import os
+import platform
+import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -50,15 +54,55 @@ def to_markdown(frame: pd.DataFrame, floatfmt: str = ".4g") -> str:
     return "\n".join([header, rule, *rows]) + "\n"
 
 
-def write_table(frame: pd.DataFrame, stem: str | Path, title: str | None = None) -> list[Path]:
-    """Write a table as `<stem>.csv` and `<stem>.md` (with an optional title line); return both paths."""
+def write_table(
+    frame: pd.DataFrame, stem: str | Path, title: str | None = None, note: str | None = None, floatfmt: str = ".4g"
+) -> list[Path]:
+    """Write a table as `<stem>.csv` (full precision) and `<stem>.md` (title, table, then a note such as the
+    provenance line); return both paths."""
     stem = Path(stem)
     csv_path, md_path = stem.with_suffix(".csv"), stem.with_suffix(".md")
     with atomic_path(csv_path) as tmp:
         frame.to_csv(tmp, index=frame.index.name is not None, float_format="%.6g")
     heading = f"# {title}\n\n" if title else ""
-    write_text(md_path, heading + to_markdown(frame))
+    footer = f"\n{note}\n" if note else ""
+    write_text(md_path, heading + to_markdown(frame, floatfmt) + footer)
     return [csv_path, md_path]
+
+
+def _git(*args: str) -> str:
+    try:
+        cwd = Path(__file__).resolve().parent
+        return subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return ""
+
+
+def commit() -> str:
+    """The facelib commit that is running, with "+dirty" when tracked files have uncommitted changes."""
+    head = _git("rev-parse", "--short", "HEAD") or "unknown"
+    return head + ("+dirty" if _git("status", "--porcelain", "--untracked-files=no") else "")
+
+
+def machine() -> str:
+    """CPU model and core count (and the GPU where torch sees one), for stating where a number came from."""
+    cpu = platform.processor() or platform.machine()
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    text = f"{cpu}, {os.cpu_count()} cores"
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available():
+        text += f", {torch.cuda.get_device_name()}"
+    return text
+
+
+def provenance(data: str) -> str:
+    """One line saying what produced a table: command, data, commit, machine, date."""
+    command = " ".join(["facelib", *sys.argv[1:]]) if Path(sys.argv[0]).name == "facelib" else "facelib (library call)"
+    date = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    return f"Made by `{command}` on data `{data}`, commit {commit()}, {machine()}, {date}."
 
 
 def save_figure(figure, target: str | Path, dpi: int = 120) -> Path:

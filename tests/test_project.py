@@ -67,6 +67,8 @@ def test_commands_run_on_the_synthetic_default(tmp_path, monkeypatch, capsys):
         assert (out / "tables" / name).exists()
     assert (out / "figures" / "synthetic_class_frequency.png").exists()
     assert (out / "splits" / "synthetic-seed0.json").exists()
+    footer = (out / "tables" / "synthetic_class_stats.md").read_text().splitlines()[-1]
+    assert footer.startswith("Made by `facelib") and "commit " in footer and "cores" in footer
     assert main(["audit", "--out", str(out)]) == 0
     assert "0 of 200 masks have reversed left/right labels" in capsys.readouterr().out
     leftovers = [p for p in out.rglob("*") if ".tmp" in p.name]
