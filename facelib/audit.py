@@ -88,7 +88,7 @@ def _centroid_x(mask: np.ndarray, class_id: int) -> float | None:
     return float(columns @ np.arange(mask.shape[1]) / total) if total >= MIN_PART_PIXELS else None
 
 
-def measure(mask: np.ndarray, stem: str = "") -> list[tuple[str, str, float, float]]:
+def measure(mask: np.ndarray) -> list[tuple[str, str, float, float]]:
     """Raw measurements of one mask: (pair, method, offset_px, face_width_px) with the documented sign."""
     skin_columns = np.flatnonzero((mask == SKIN).any(0))
     face_width = float(skin_columns[-1] - skin_columns[0] + 1) if skin_columns.size else float(mask.shape[1])
@@ -111,7 +111,7 @@ def audit(dataset: FaceDataset, workers: int = 4) -> AuditReport:
     """Measure every mask, find the majority convention, and give each pair a verdict."""
 
     def one(sample):
-        return sample.stem, measure(read_mask(sample.mask), sample.stem)
+        return sample.stem, measure(read_mask(sample.mask))
 
     with ThreadPoolExecutor(workers) as pool:
         measured = list(pool.map(one, dataset.samples))

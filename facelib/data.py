@@ -90,10 +90,13 @@ def discover(path: str | Path | None = None) -> FaceDataset:
         if not folder.is_dir():
             raise DataError(f"{folder}: folder is missing (images and masks must both be present)")
     images, masks = _files(image_dir, IMAGE_SUFFIXES), _files(mask_dir, (".png",))
+    stems = [p.stem for p in image_dir.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]
+    twins = sorted({s for s in stems if stems.count(s) > 1})
     if not images and not masks:
         raise DataError(f"{root}: no images ({', '.join(IMAGE_SUFFIXES)}) or masks (.png) found; folder is empty")
     problems = [f"{images[s]}: image has no mask in {mask_dir}" for s in sorted(images.keys() - masks.keys())]
     problems += [f"{masks[s]}: mask has no image in {image_dir}" for s in sorted(masks.keys() - images.keys())]
+    problems += [f"{image_dir / s}.*: several images share this name; keep one" for s in twins]
     if problems:
         raise DataError(_listing(root, problems))
     test = _files(test_dir, IMAGE_SUFFIXES) if test_dir is not None and test_dir.is_dir() else {}

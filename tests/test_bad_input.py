@@ -40,6 +40,12 @@ def image_without_mask(root: Path) -> tuple[Path, str]:
     return root, rf"{mask.stem}\.jpg: image has no mask"
 
 
+def two_images_one_name(root: Path) -> tuple[Path, str]:
+    image = first(root, "images")
+    image.with_suffix(".png").write_bytes(b"")
+    return root, rf"{image.stem}\.\*: several images share this name"
+
+
 def truncated_jpeg(root: Path) -> tuple[Path, str]:
     image = first(root, "images")
     image.write_bytes(image.read_bytes()[:600])
@@ -68,7 +74,7 @@ def rgb_mask_with_foreign_colour(root: Path) -> tuple[Path, str]:
     return root, rf"{mask.name}: RGB mask has colours that are not in the class palette: \(10,20,30\)"
 
 
-CASES = [missing_folder, empty_folder, folder_without_layout, image_without_mask, truncated_jpeg,
+CASES = [missing_folder, empty_folder, folder_without_layout, image_without_mask, two_images_one_name, truncated_jpeg,
          mask_of_wrong_size, mask_with_value_42, rgb_mask_with_foreign_colour]  # fmt: skip
 
 
