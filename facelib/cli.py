@@ -7,7 +7,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from facelib.errors import DataError
+from facelib.errors import ConfigError, DataError
 
 DATA_HELP = "dataset root (train/images + train/masks, or images/ + masks/); default: $FACELIB_DATA, else the built-in synthetic faces"
 
@@ -82,6 +82,27 @@ def _synth(args: argparse.Namespace) -> list[Path]:
     return [write_synthetic_dataset(args.out, args.n_train, args.n_test, args.size, args.seed)]
 
 
+def _models(args: argparse.Namespace) -> list[Path]:
+    from facelib.models import MODELS, PARAMETER_CAP
+    from facelib.models.profile import model_table, table_note
+    from facelib.outputs import provenance, write_table
+
+    names = args.only.split(",") if args.only else list(MODELS)
+    unknown = [name for name in names if name not in MODELS]
+    if unknown:
+        raise ConfigError(f"unknown model(s) {', '.join(unknown)}; valid names: {', '.join(MODELS)}")
+    table = model_table(names, args.size, args.threads, args.repeats, latency=not args.no_latency)
+    print(table.to_string(float_format="{:.2f}".format, line_width=200))
+    print(f"cap: fewer than {PARAMETER_CAP:,} trainable parameters (fits_cap counts auxiliary heads, as facelib "
+          f"does; fits_cap_deployed counts backbone + decode head, as the reference did)")  # fmt: skip
+    stem = (
+        "models" if args.size == 512 and not args.only else f"models_{args.size}px" + ("_subset" if args.only else "")
+    )
+    note = f"{table_note(args.size, args.threads, args.repeats)} {provenance('none (random weights)')}"
+    title = f"Models: parameters, FLOPs and CPU latency at {args.size}x{args.size}"
+    return write_table(table, Path(args.out) / "tables" / stem, title, note, ".4g")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="facelib", description="Face parsing with models under 1.8M parameters.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -106,6 +127,15 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--size", type=int, default=256)
     synth.add_argument("--seed", type=int, default=0)
     synth.set_defaults(run=_synth)
+
+    models = commands.add_parser("models", help="parameters, FLOPs and CPU latency of every registered model")
+    models.add_argument("--only", help="comma-separated model names (default: all)")
+    models.add_argument("--size", type=int, default=512, help="square input side (default: 512)")
+    models.add_argument("--threads", type=int, default=2, help="CPU threads for the latency (default: 2)")
+    models.add_argument("--repeats", type=int, default=10, help="timed forward passes per model (default: 10)")
+    models.add_argument("--no-latency", action="store_true", help="skip the latency measurement")
+    models.add_argument("--out", default="results", help="results folder (default: results)")
+    models.set_defaults(run=_models)
     return parser
 
 
@@ -113,7 +143,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         written = args.run(args)
-    except DataError as error:
+    except (DataError, ConfigError) as error:
         print(f"facelib {args.command}: error: {error}", file=sys.stderr)
         return 2
     print("wrote:")

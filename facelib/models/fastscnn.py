@@ -1,0 +1,118 @@
+"""Fast-SCNN, written from the paper because no maintained library ships it."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from facelib.models.common import FCNHead, Segmenter, conv_bn_relu, resize, separable_conv
+
+
+class InvertedResidual(nn.Module):
+    """MobileNetV2 bottleneck: 1x1 expand, 3x3 depthwise (strided), 1x1 project; residual when shapes match."""
+
+    def __init__(self, cin: int, cout: int, stride: int, expand: int = 6) -> None:
+        super().__init__()
+        mid = cin * expand
+        self.use_residual = stride == 1 and cin == cout
+        self.block = nn.Sequential(
+            conv_bn_relu(cin, mid, 1),
+            conv_bn_relu(mid, mid, 3, stride, groups=mid),
+            conv_bn_relu(mid, cout, 1, relu=False),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.block(x) if self.use_residual else self.block(x)
+
+
+class PyramidPooling(nn.Module):
+    """PSPNet's pyramid pooling: pool to each scale, 1x1 conv to in/4 channels, upsample, concatenate with
+    the input, then a 3x3 conv back to `cout` channels (as mmsegmentation's Fast-SCNN does)."""
+
+    def __init__(self, cin: int, cout: int, scales: tuple[int, ...] = (1, 2, 3, 6)) -> None:
+        super().__init__()
+        self.branches = nn.ModuleList(
+            nn.Sequential(nn.AdaptiveAvgPool2d(scale), conv_bn_relu(cin, cin // 4, 1)) for scale in scales
+        )
+        self.project = conv_bn_relu(cin + len(scales) * (cin // 4), cout, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        pooled = [resize(branch(x), x.shape[-2:]) for branch in self.branches]
+        return self.project(torch.cat([x, *pooled], dim=1))
+
+
+class FastSCNNBackbone(nn.Module):
+    """Learning-to-downsample (1/8), global feature extractor (1/32 + pyramid pooling), feature fusion."""
+
+    def __init__(
+        self,
+        downsample_channels: tuple[int, int, int] = (32, 48, 64),
+        block_channels: tuple[int, int, int] = (64, 96, 128),
+        block_strides: tuple[int, int, int] = (2, 2, 1),
+        fusion_channels: int = 128,
+    ) -> None:
+        super().__init__()
+        c1, c2, c3 = downsample_channels
+        self.downsample = nn.Sequential(
+            conv_bn_relu(3, c1, 3, 2), separable_conv(c1, c2, stride=2), separable_conv(c2, c3, stride=2)
+        )
+        layers: list[nn.Module] = []
+        cin = c3
+        for cout, stride in zip(block_channels, block_strides, strict=True):
+            layers += [InvertedResidual(cin, cout, stride), InvertedResidual(cout, cout, 1)]
+            layers.append(InvertedResidual(cout, cout, 1))
+            cin = cout
+        self.global_features = nn.Sequential(*layers, PyramidPooling(cin, cin))
+        # Feature fusion: the low-resolution branch is upsampled, depthwise-convolved, projected; the
+        # high-resolution branch is projected; the two are added.
+        self.fuse_low = nn.Sequential(
+            conv_bn_relu(cin, fusion_channels, 3, groups=math.gcd(cin, fusion_channels)),  # depthwise at equal widths
+            conv_bn_relu(fusion_channels, fusion_channels, 1, relu=False),
+        )
+        self.fuse_high = conv_bn_relu(c3, fusion_channels, 1, relu=False)
+        self.channels = (c3, cin, fusion_channels)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        high = self.downsample(x)
+        low = self.global_features(high)
+        fused = torch.relu(self.fuse_high(high) + self.fuse_low(resize(low, high.shape[-2:])))
+        return high, low, fused
+
+
+class FastSCNN(Segmenter):
+    """Fast-SCNN (Poudel, Liwicki, Cipolla, "Fast-SCNN: Fast Semantic Segmentation Network", BMVC 2019).
+
+    Follows the paper's layout with mmsegmentation's widths (the reference's model): learning-to-downsample
+    32-48-64, bottlenecks 64-96-128 with expansion 6, pyramid pooling, fusion at 128 channels, a classifier
+    of two depthwise-separable convs, and two auxiliary FCN heads (32 channels) on the 1/8 learning-to-
+    downsample output and on the global features. Differences from the paper: the paper's global extractor
+    strides are (2, 2, 1) as here, but its pyramid pooling adds its pooled maps while this build (like
+    mmseg) concatenates them and projects with a 3x3 conv; the auxiliary heads are mmseg's, not the paper's.
+    """
+
+    def __init__(
+        self,
+        num_classes: int = 19,
+        downsample_channels: tuple[int, int, int] = (32, 48, 64),
+        block_channels: tuple[int, int, int] = (64, 96, 128),
+        fusion_channels: int = 128,
+        aux_channels: int = 32,
+    ) -> None:
+        super().__init__()
+        self.backbone = FastSCNNBackbone(downsample_channels, block_channels, (2, 2, 1), fusion_channels)
+        high, low, fused = self.backbone.channels
+        self.decode_head = FCNHead(fused, fused, num_classes, num_convs=2, separable=True)
+        self.aux_heads = nn.ModuleList(
+            [FCNHead(high, aux_channels, num_classes), FCNHead(low, aux_channels, num_classes)]
+        )
+
+    def logits(self, x: torch.Tensor, with_aux: bool) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
+        high, low, fused = self.backbone(x)
+        out = self.decode_head(fused)
+        aux = (self.aux_heads[0](high), self.aux_heads[1](low)) if with_aux else ()
+        return out, aux
+
+    def parts(self) -> dict[str, nn.Module | None]:
+        return {"backbone": self.backbone, "decode_head": self.decode_head, "aux_heads": self.aux_heads}

@@ -1,0 +1,93 @@
+"""Size and cost of each registered model: parameters, FLOPs and CPU latency, as one table."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+
+import pandas as pd
+import torch
+
+from facelib.models import MODELS, PARAMETER_CAP, Segmenter, build_model, fits_cap, parameter_breakdown
+
+
+def inference_flops(model: Segmenter, size: int = 512) -> int:
+    """FLOPs of one eval-mode forward pass on a 1x3xSxS input, counted by `torch.utils.flop_counter`.
+
+    The counter charges 2 FLOPs per multiply-accumulate of convolutions and matrix products and ignores
+    element-wise ops, pooling and resizing; mmsegmentation's get_flops (the reference) reports
+    multiply-accumulates under the name FLOPs, so its figures compare with half of these.
+    """
+    from torch.utils.flop_counter import FlopCounterMode
+
+    model.eval()
+    with torch.inference_mode(), FlopCounterMode(display=False) as counter:
+        model(torch.zeros(1, 3, size, size))
+    return int(counter.get_total_flops())
+
+
+@contextmanager
+def cpu_threads(threads: int) -> Iterator[None]:
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+def cpu_latency_ms(model: Segmenter, size: int = 512, threads: int = 2, repeats: int = 5, warmup: int = 2) -> float:
+    """Median wall time of an eval-mode forward pass on a 1x3xSxS input (PyTorch eager, float32)."""
+    model.eval()
+    x = torch.randn(1, 3, size, size)
+    times = []
+    with cpu_threads(threads), torch.inference_mode():
+        for i in range(warmup + repeats):
+            start = time.perf_counter()
+            model(x)
+            if i >= warmup:
+                times.append((time.perf_counter() - start) * 1000)
+    return statistics.median(times)
+
+
+def model_table(
+    names: Sequence[str] | None = None, size: int = 512, threads: int = 2, repeats: int = 5, latency: bool = True
+) -> pd.DataFrame:
+    """One row per model: role, parameter counts (total, deployed, by part), cap checks, GFLOPs, latency."""
+    rows = []
+    for name in names or list(MODELS):
+        torch.manual_seed(0)
+        model = build_model(name)
+        counts = parameter_breakdown(model)
+        flops = inference_flops(model, size)
+        row = {
+            "model": name,
+            "role": MODELS[name].role,
+            "params": counts["total"],
+            "params_deployed": counts["deployed"],
+            "backbone": counts["backbone"],
+            "decode_head": counts["decode_head"],
+            "aux_heads": counts["aux_heads"],
+            "fits_cap": fits_cap(counts),
+            "fits_cap_deployed": fits_cap(counts, "deployed"),
+            "gflops": flops / 1e9,
+            "gmacs": flops / 2e9,
+        }
+        if latency:
+            row["cpu_ms"] = cpu_latency_ms(model, size, threads, repeats)
+        rows.append(row)
+    return pd.DataFrame(rows).set_index("model")
+
+
+def table_note(size: int, threads: int, repeats: int) -> str:
+    """What the columns of `model_table` mean, for the table's footer."""
+    return (
+        f"params: every trainable parameter, auxiliary heads included; params_deployed: backbone + decode head, "
+        f"what inference runs and what the reference's tool (mmsegmentation get_flops) reports. fits_cap: params "
+        f"< {PARAMETER_CAP:,}; fits_cap_deployed: params_deployed < {PARAMETER_CAP:,}. gflops: torch.utils."
+        f"flop_counter on 1x3x{size}x{size}, eval mode (2 FLOPs per multiply-accumulate; gmacs = gflops / 2 is "
+        f"the unit mmsegmentation calls FLOPs). cpu_ms: median of {repeats} eval-mode forward passes at "
+        f"{size}x{size}, batch 1, {threads} threads, PyTorch eager float32, untrained weights."
+    )

@@ -1,0 +1,132 @@
+"""Loss presets: each one lets a model fit a batch, reaches every head, ignores 255, weights heads as told."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from facelib.errors import ConfigError
+from facelib.labels import IGNORE_INDEX
+from facelib.losses import LOSS_PRESETS, CompositeLoss, LossConfig, loss_config
+from facelib.models import SegOutput, build_model
+
+CLASSES = 5
+
+
+def synthetic_batch(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Two 64x64 images of nested rectangles whose colour encodes the class, with an ignored border."""
+    generator = torch.Generator().manual_seed(seed)
+    target = torch.zeros(2, 64, 64, dtype=torch.long)
+    for image in range(2):
+        for cls in range(1, CLASSES):
+            top, left = torch.randint(0, 40, (2,), generator=generator).tolist()
+            target[image, top : top + 24 - 4 * cls, left : left + 24] = cls
+    target[:, :2] = IGNORE_INDEX
+    palette = torch.rand(CLASSES, 3, generator=generator) * 2 - 1
+    image = palette[target.clamp(max=CLASSES - 1)].permute(0, 3, 1, 2)
+    return image + 0.1 * torch.randn(image.shape, generator=generator), target
+
+
+def class_weights() -> torch.Tensor:
+    return torch.linspace(0.5, 2.0, CLASSES)
+
+
+def make_loss(preset: str) -> CompositeLoss:
+    config = LOSS_PRESETS[preset]
+    return CompositeLoss(config, class_weights() if config.class_weighted else None)
+
+
+@pytest.mark.parametrize("preset", list(LOSS_PRESETS))
+def test_each_preset_lets_a_model_fit_one_batch(preset):
+    torch.manual_seed(0)
+    model = build_model("fastscnn", num_classes=CLASSES).train()
+    loss_fn = make_loss(preset)
+    image, target = synthetic_batch()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(30):
+        optimizer.zero_grad()
+        loss = loss_fn(model(image), target)
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.5 * losses[0], f"{preset}: {losses[0]:.3f} -> {losses[-1]:.3f}"
+
+
+@pytest.mark.parametrize("preset", list(LOSS_PRESETS))
+def test_gradients_reach_the_decode_head_and_every_auxiliary_head(preset):
+    torch.manual_seed(0)
+    model = build_model("bisenetv2_xs_slimaux", num_classes=CLASSES).train()
+    image, target = synthetic_batch()
+    make_loss(preset)(model(image), target).backward()
+    for head in [model.decode_head, *model.aux_heads]:
+        classifier = head[-1]
+        assert classifier.weight.grad is not None and classifier.weight.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("preset", list(LOSS_PRESETS))
+def test_ignored_pixels_do_not_change_the_loss(preset):
+    _, target = synthetic_batch()
+    logits = torch.randn(2, CLASSES, 64, 64)
+    changed = logits.clone()
+    changed[:, :, :2] = torch.randn(2, CLASSES, 2, 64) * 10  # only where the target is 255
+    loss_fn = make_loss(preset)
+    assert torch.allclose(loss_fn(logits, target), loss_fn(changed, target))
+
+
+def test_auxiliary_heads_are_weighted_by_aux_weight():
+    _, target = synthetic_batch()
+    main, aux1, aux2 = (torch.randn(2, CLASSES, 64, 64) for _ in range(3))
+    config = LossConfig({"ce": 0.5, "lovasz": 0.3, "dice": 1.0}, aux_weight=0.8, class_weighted=True)
+    loss_fn = CompositeLoss(config, class_weights())
+    expected = loss_fn.head_loss(main, target) + 0.8 * (
+        loss_fn.head_loss(aux1, target) + loss_fn.head_loss(aux2, target)
+    )
+    assert torch.allclose(loss_fn(SegOutput(main, (aux1, aux2)), target), expected)
+    assert torch.allclose(loss_fn(main, target), loss_fn.head_loss(main, target))
+    terms = loss_fn.head_terms(main, target)
+    assert torch.allclose(loss_fn.head_loss(main, target), 0.5 * terms["ce"] + 0.3 * terms["lovasz"] + terms["dice"])
+
+
+def test_class_weights_change_cross_entropy():
+    _, target = synthetic_batch()
+    logits = torch.randn(2, CLASSES, 64, 64)
+    plain = CompositeLoss({"ce": 1.0})(logits, target)
+    weighted = CompositeLoss(LossConfig({"ce": 1.0}, class_weighted=True), class_weights())(logits, target)
+    reference = torch.nn.functional.cross_entropy(logits, target, weight=class_weights(), ignore_index=255)
+    assert torch.allclose(weighted, reference) and not torch.allclose(plain, weighted)
+
+
+def test_presets_hold_the_reference_ratios():
+    assert dict(LOSS_PRESETS["wce_lovasz"].terms) == {"ce": 1.0, "lovasz": 2.0}
+    assert (LOSS_PRESETS["wce_lovasz"].aux_weight, LOSS_PRESETS["wce_lovasz_aux08"].aux_weight) == (0.4, 0.8)
+    assert dict(LOSS_PRESETS["wce_lovasz_dice"].terms) == {"ce": 0.5, "lovasz": 0.3, "dice": 1.0}
+    assert not LOSS_PRESETS["ce"].class_weighted and all(
+        LOSS_PRESETS[name].class_weighted for name in LOSS_PRESETS if name != "ce"
+    )
+
+
+def test_config_forms_and_errors():
+    assert loss_config({"ce": 0.5, "dice": 1}) == LossConfig({"ce": 0.5, "dice": 1.0})
+    assert loss_config({"terms": {"ce": 1}, "aux_weight": 0.8}).aux_weight == 0.8
+    assert loss_config(LOSS_PRESETS["ce"].to_dict()) == LOSS_PRESETS["ce"]
+    with pytest.raises(ConfigError, match="valid presets: ce, wce_lovasz"):
+        loss_config("focal")
+    with pytest.raises(ConfigError, match="valid terms: ce, lovasz, dice"):
+        loss_config({"ce": 1.0, "focal": 1.0})
+    with pytest.raises(ConfigError, match="positive weight"):
+        loss_config({"ce": 0.0})
+    with pytest.raises(ConfigError, match="pass class_weights"):
+        CompositeLoss("wce_dice")
+    with pytest.raises(ConfigError, match="class_weighted=False"):
+        CompositeLoss("ce", class_weights())
+
+
+def test_loss_is_float32_and_finite_under_bf16_autocast():
+    torch.manual_seed(0)
+    model = build_model("fastscnn", num_classes=CLASSES).train()
+    image, target = synthetic_batch()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = make_loss("wce_lovasz_dice")(model(image), target)
+    assert loss.dtype == torch.float32 and torch.isfinite(loss)
+    loss.backward()
