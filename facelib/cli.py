@@ -98,7 +98,9 @@ def _models(args: argparse.Namespace) -> list[Path]:
     stem = (
         "models" if args.size == 512 and not args.only else f"models_{args.size}px" + ("_subset" if args.only else "")
     )
-    note = f"{table_note(args.size, args.threads, args.repeats)} {provenance('none (untrained models, random weights)')}"
+    note = (
+        f"{table_note(args.size, args.threads, args.repeats)} {provenance('none (untrained models, random weights)')}"
+    )
     title = f"Models: parameters, FLOPs and CPU latency at {args.size}x{args.size}"
     return write_table(table, Path(args.out) / "tables" / stem, title, note, ".4g")
 

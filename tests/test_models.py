@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pandas as pd
 import pytest
 import torch
@@ -124,3 +126,15 @@ def test_models_command_writes_the_table(tmp_path, capsys):
     assert (table["cpu_ms"] > 0).all() and table["fits_cap"].all()
     assert "cap: fewer than 1,821,085" in capsys.readouterr().out
     assert main(["models", "--only", "nope", "--out", str(tmp_path)]) == 2
+
+
+@pytest.mark.parametrize("name", ["fastscnn", "bisenetv2_xs"])
+def test_hand_written_models_start_near_uniform_predictions(name):
+    """init_weights puts the classifiers at N(0, 0.01): the first loss is close to log(C)."""
+    torch.manual_seed(0)
+    model = build_model(name).train()
+    output = model(torch.randn(2, 3, 64, 64))
+    target = torch.randint(0, 19, (2, 64, 64))
+    for logits in [output.out, *output.aux]:
+        loss = torch.nn.functional.cross_entropy(logits, target)
+        assert abs(loss.item() - math.log(19)) < 0.02  # default PyTorch init gives 0.04-0.08 here

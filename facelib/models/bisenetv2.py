@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from facelib.models.common import FCNHead, Segmenter, conv_bn_relu, resize
+from facelib.models.common import FCNHead, Segmenter, conv_bn_relu, init_weights, resize
 
 
 class DetailBranch(nn.Sequential):
@@ -177,6 +177,7 @@ class BiSeNetV2(Segmenter):
             FCNHead(cin, width, num_classes, num_convs=2)
             for cin, width in zip(semantic_channels, aux_channels, strict=True)
         )
+        init_weights(self)
 
     def logits(self, x: torch.Tensor, with_aux: bool) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
         fused, stages = self.backbone(x)

@@ -97,6 +97,24 @@ class FCNHead(nn.Sequential):
         super().__init__(*layers)
 
 
+def init_weights(model: nn.Module) -> None:
+    """From-scratch initialisation for the hand-written models, as torchvision initialises its MobileNets
+    and mmsegmentation its heads: He-normal (fan-out) convolutions, BatchNorm at identity, and classifier
+    convolutions (`FCNHead`'s last layer) at N(0, 0.01) so that training starts near uniform predictions."""
+    for module in model.modules():
+        if isinstance(module, nn.Conv2d):
+            nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.BatchNorm2d):
+            nn.init.ones_(module.weight)
+            nn.init.zeros_(module.bias)
+    for module in model.modules():
+        if isinstance(module, FCNHead):
+            nn.init.normal_(module[-1].weight, std=0.01)
+            nn.init.zeros_(module[-1].bias)
+
+
 def count_parameters(module: nn.Module | None) -> int:
     """Trainable parameters (those with requires_grad), the figure the cap is about."""
     if module is None:

@@ -7,7 +7,7 @@ import math
 import torch
 from torch import nn
 
-from facelib.models.common import FCNHead, Segmenter, conv_bn_relu, resize, separable_conv
+from facelib.models.common import FCNHead, Segmenter, conv_bn_relu, init_weights, resize, separable_conv
 
 
 class InvertedResidual(nn.Module):
@@ -84,12 +84,12 @@ class FastSCNNBackbone(nn.Module):
 class FastSCNN(Segmenter):
     """Fast-SCNN (Poudel, Liwicki, Cipolla, "Fast-SCNN: Fast Semantic Segmentation Network", BMVC 2019).
 
-    Follows the paper's layout with mmsegmentation's widths (the reference's model): learning-to-downsample
-    32-48-64, bottlenecks 64-96-128 with expansion 6, pyramid pooling, fusion at 128 channels, a classifier
-    of two depthwise-separable convs, and two auxiliary FCN heads (32 channels) on the 1/8 learning-to-
-    downsample output and on the global features. Differences from the paper: the paper's global extractor
-    strides are (2, 2, 1) as here, but its pyramid pooling adds its pooled maps while this build (like
-    mmseg) concatenates them and projects with a 3x3 conv; the auxiliary heads are mmseg's, not the paper's.
+    Built as mmsegmentation builds it (the reference's model): learning-to-downsample 32-48-64, bottlenecks
+    64-96-128 (strides 2, 2, 1; expansion 6), pyramid pooling, fusion at 128 channels, a classifier of two
+    depthwise-separable convs, and two auxiliary FCN heads (32 channels, loss weight set by the loss) on the
+    1/8 learning-to-downsample output and on the global features. Where this differs from the paper, it
+    follows mmsegmentation: the fusion module's depthwise conv is not dilated, and the pyramid pooling
+    output is a 3x3 conv over the input concatenated with the pooled maps.
     """
 
     def __init__(
@@ -107,6 +107,7 @@ class FastSCNN(Segmenter):
         self.aux_heads = nn.ModuleList(
             [FCNHead(high, aux_channels, num_classes), FCNHead(low, aux_channels, num_classes)]
         )
+        init_weights(self)
 
     def logits(self, x: torch.Tensor, with_aux: bool) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
         high, low, fused = self.backbone(x)
