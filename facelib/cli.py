@@ -83,14 +83,11 @@ def _synth(args: argparse.Namespace) -> list[Path]:
 
 
 def _models(args: argparse.Namespace) -> list[Path]:
-    from facelib.models import MODELS, PARAMETER_CAP
+    from facelib.models import MODELS, PARAMETER_CAP, model_spec
     from facelib.models.profile import model_table, table_note
     from facelib.outputs import provenance, write_table
 
-    names = args.only.split(",") if args.only else list(MODELS)
-    unknown = [name for name in names if name not in MODELS]
-    if unknown:
-        raise ConfigError(f"unknown model(s) {', '.join(unknown)}; valid names: {', '.join(MODELS)}")
+    names = [model_spec(name).name for name in args.only.split(",")] if args.only else list(MODELS)
     table = model_table(names, args.size, args.threads, args.repeats, latency=not args.no_latency)
     print(table.to_string(float_format="{:.2f}".format, line_width=200))
     print(f"cap: fewer than {PARAMETER_CAP:,} trainable parameters (fits_cap counts auxiliary heads, as facelib "

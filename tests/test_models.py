@@ -107,6 +107,8 @@ def test_unknown_name_lists_the_valid_ones():
 def test_overrides_are_checked_and_applied():
     with pytest.raises(ConfigError, match=r"does not accept widths; it accepts: .*aux_channels"):
         build_model("fastscnn", widths=3)
+    with pytest.raises(ConfigError, match="must both equal the aggregation width"):
+        build_model("bisenetv2_xs", bga_channels=64)
     slim = build_model("bisenetv2_xs", aux_channels=(8, 8, 8, 8))
     assert parameter_breakdown(slim) == parameter_breakdown(build_model("bisenetv2_xs_slimaux"))
 

@@ -99,11 +99,16 @@ MODELS: dict[str, ModelSpec] = {
 }
 
 
-def build_model(name: str, num_classes: int = NUM_CLASSES, **overrides: object) -> Segmenter:
-    """Build a registered model with random weights; `overrides` replace the builder's keyword defaults."""
+def model_spec(name: str) -> ModelSpec:
+    """The registry entry for `name`; an unknown name is an error that lists the valid ones."""
     if name not in MODELS:
         raise ConfigError(f"unknown model {name!r}; valid names: {', '.join(MODELS)}")
-    builder = MODELS[name].builder
+    return MODELS[name]
+
+
+def build_model(name: str, num_classes: int = NUM_CLASSES, **overrides: object) -> Segmenter:
+    """Build a registered model with random weights; `overrides` replace the builder's keyword defaults."""
+    builder = model_spec(name).builder
     accepted = _keyword_parameters(builder)
     unknown = sorted(set(overrides) - accepted) if accepted is not None else []
     if unknown:
@@ -152,5 +157,6 @@ __all__ = [
     "candidates",
     "count_parameters",
     "fits_cap",
+    "model_spec",
     "parameter_breakdown",
 ]

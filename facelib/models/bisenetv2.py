@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from facelib.errors import ConfigError
 from facelib.models.common import FCNHead, Segmenter, conv_bn_relu, init_weights, resize
 
 
@@ -135,7 +136,7 @@ class BiSeNetV2Backbone(nn.Module):
     ) -> None:
         super().__init__()
         if detail_channels[-1] != bga_channels or semantic_channels[-1] != bga_channels:
-            raise ValueError(
+            raise ConfigError(
                 f"the detail branch's last width ({detail_channels[-1]}) and the semantic branch's last width "
                 f"({semantic_channels[-1]}) must both equal the aggregation width ({bga_channels})"
             )
@@ -154,10 +155,9 @@ class BiSeNetV2(Segmenter):
 
     Detail branch, semantic branch (stem, gather-and-expansion layers, context embedding), bilateral guided
     aggregation, an FCN decode head and four auxiliary FCN heads (two convs each) on the semantic stages,
-    as in the paper's booster training. The default widths are the paper's (mmsegmentation's config);
-    `bisenetv2_xs` in the registry is the reference's slimmed build. Differences from the paper: the
-    heads' widths follow mmsegmentation's config (decode 1024, auxiliary 16/64/256/1024), not the paper's
-    per-dataset choice, and all convolutions use BatchNorm + ReLU as there.
+    as in the paper's booster training. The default widths are mmsegmentation's config of the paper's
+    model (branches 64-64-128 and 16-32-64-128, decode head 1024, auxiliary heads 16/64/256/1024);
+    `bisenetv2_xs` in the registry is the reference's slimmed build of it.
     """
 
     def __init__(
