@@ -102,6 +102,85 @@ def _models(args: argparse.Namespace) -> list[Path]:
     return write_table(table, Path(args.out) / "tables" / stem, title, note, ".4g")
 
 
+def _train_config(args: argparse.Namespace):
+    import json
+
+    from facelib.train import TrainConfig, preset_config
+
+    flags = {
+        "model": args.model, "loss": args.loss, "augment": args.augment, "iterations": args.iterations,
+        "batch_size": args.batch_size, "lr": args.lr, "weight_decay": args.weight_decay, "schedule": args.schedule,
+        "warmup_fraction": args.warmup_fraction, "val_interval": args.val_interval, "seed": args.seed,
+        "crop_size": args.crop_size, "device": args.device, "workers": args.workers, "data": args.data,
+        "corrected_labels": args.corrected_labels, "amp": args.amp,
+    }  # fmt: skip
+    if args.overrides:
+        flags["model_overrides"] = json.loads(args.overrides)
+    if args.loss and args.loss.lstrip().startswith("{"):
+        flags["loss"] = json.loads(args.loss)
+    changes = {k: v for k, v in flags.items() if v is not None}
+    return preset_config(args.preset, **changes) if args.preset else TrainConfig(**changes)
+
+
+def _train(args: argparse.Namespace) -> list[Path]:
+    from facelib.train import train
+
+    config = _train_config(args)
+    print("config: " + ", ".join(f"{k}={v}" for k, v in config.to_dict().items()))
+    summary = train(config, out=args.out, checkpoints=args.checkpoints, stop_after=args.stop_after)
+    run_dir = Path(summary["run_dir"])
+    best = summary["best"]
+    if best:
+        print(f"best (iteration {best['iteration']}): mIoU {best['mIoU']:.2f}, mF1 {best['mF1']:.2f}, "
+              f"mFscore (reference-style) {best['mFscore_ref']:.2f}, per-image F {best['per_image_F']:.2f}")  # fmt: skip
+    state = "finished" if summary["finished"] else f"stopped at iteration {summary['iterations_done']} (resumable)"
+    print(f"run {summary['key']} {state}: results in {run_dir}, checkpoints in {summary['checkpoint_dir']}")
+    return sorted(p for p in run_dir.iterdir() if p.is_file())
+
+
+def _checkpoint_path(value: str) -> Path:
+    """A checkpoint file, or a run folder / run key whose best checkpoint is meant."""
+    path = Path(value)
+    if path.is_dir():
+        return Path("checkpoints") / path.name / "best.pt"
+    if not path.exists() and not path.suffix and (Path("checkpoints") / value / "best.pt").exists():
+        return Path("checkpoints") / value / "best.pt"
+    return path
+
+
+def _eval(args: argparse.Namespace) -> list[Path]:
+    import json
+
+    from facelib.infer import evaluate, load_checkpoint
+    from facelib.outputs import provenance, write_table, write_text
+
+    checkpoint = _checkpoint_path(args.checkpoint)
+    result = evaluate(checkpoint, args.data, args.split, args.tta, args.corrected_labels, args.out, args.batch_size,
+                      args.device)  # fmt: skip
+    summary = result.summary
+    labels = "audit-corrected" if args.corrected_labels else "original"
+    print(f"{result.images} {args.split} images, {labels} labels, TTA {args.tta}: "
+          + ", ".join(f"{k} {v:.2f}" for k, v in summary.items()))  # fmt: skip
+    print(result.per_class().round(2).to_string())
+    key = load_checkpoint(checkpoint).get("run_key") or checkpoint.stem
+    variant = f"eval-{args.split}-tta_{args.tta}" + ("-corrected" if args.corrected_labels else "")
+    folder = Path(args.out) / "runs" / key
+    note = provenance(f"{args.data or 'default'} ({args.split} split, {labels} labels)") + f" Checkpoint {checkpoint}."
+    record = {"checkpoint": str(checkpoint), "split": args.split, **result.to_dict(), "provenance": note}
+    written = [write_text(folder / f"{variant}.json", json.dumps(record, indent=1) + "\n")]
+    written += write_table(result.per_class(), folder / f"{variant}_per_class", f"Per-class scores: {key}", note)
+    return written
+
+
+def _predict(args: argparse.Namespace) -> list[Path]:
+    from facelib.infer import predict
+
+    checkpoint = _checkpoint_path(args.checkpoint)
+    written = predict(checkpoint, args.inputs, args.out, overlay=args.overlay, tta=args.tta, device=args.device)
+    print(f"{sum(p.suffix == '.png' for p in written)} masks written to {args.out}")
+    return written
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="facelib", description="Face parsing with models under 1.8M parameters.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -135,6 +214,60 @@ def build_parser() -> argparse.ArgumentParser:
     models.add_argument("--no-latency", action="store_true", help="skip the latency measurement")
     models.add_argument("--out", default="results", help="results folder (default: results)")
     models.set_defaults(run=_models)
+
+    train = commands.add_parser(
+        "train", help="train a model (or resume it, or find it finished in the run cache)",
+        description="Train one run. PRESET (reference, cpu-quick) sets defaults, flags override them.",
+    )  # fmt: skip
+    train.add_argument("preset", nargs="?", help="training preset: reference (24k iterations, the reference recipe) or "
+                       "cpu-quick (128 px, 300 iterations); default: the TrainConfig defaults")  # fmt: skip
+    train.add_argument("--data", help=DATA_HELP)
+    train.add_argument("--model", help="registered model name (see `facelib models`)")
+    train.add_argument("--overrides", help="model overrides as JSON, e.g. '{\"decoder_channels\": 64}'")
+    train.add_argument(
+        "--loss", help="loss preset (ce, wce_lovasz, wce_lovasz_aux08, wce_dice, wce_lovasz_dice) or JSON"
+    )
+    train.add_argument(
+        "--augment", help="augmentation preset (baseline, flip_swap, flip, geometric, photometric, full)"
+    )
+    train.add_argument("--iterations", type=int)
+    train.add_argument("--batch-size", type=int, help="global batch size (split across torchrun processes)")
+    train.add_argument("--lr", type=float, help="AdamW peak learning rate")
+    train.add_argument("--weight-decay", type=float)
+    train.add_argument("--schedule", choices=["cosine", "poly"])
+    train.add_argument("--warmup-fraction", type=float)
+    train.add_argument("--val-interval", type=int)
+    train.add_argument("--seed", type=int)
+    train.add_argument("--crop-size", type=int, help="training crop and evaluation input side (multiple of 32)")
+    train.add_argument("--device", help="auto (default), cpu, cuda, cuda:1, ...")
+    train.add_argument("--workers", type=int, help="DataLoader workers per process")
+    train.add_argument("--corrected-labels", action="store_true", default=None,
+                       help="train on the audit's corrected left/right labels")  # fmt: skip
+    train.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None, help="bf16 autocast on CUDA")
+    train.add_argument("--stop-after", type=int, help="stop after this many iterations, leaving a resumable run")
+    train.add_argument("--out", default="results", help="results folder (default: results)")
+    train.add_argument("--checkpoints", default="checkpoints", help="checkpoint folder (default: checkpoints)")
+    train.set_defaults(run=_train)
+
+    evaluate = commands.add_parser("eval", help="evaluate a checkpoint on the validation split")
+    evaluate.add_argument("checkpoint", help="a checkpoint file, a run folder, or a run key")
+    evaluate.add_argument("--data", help=DATA_HELP)
+    evaluate.add_argument("--split", default="val", choices=["val", "train"])
+    evaluate.add_argument("--tta", default="none", choices=["none", "flip", "multiscale"])
+    evaluate.add_argument("--corrected-labels", action="store_true", help="score against the audit-corrected labels")
+    evaluate.add_argument("--batch-size", type=int, default=8)
+    evaluate.add_argument("--device", default="auto")
+    evaluate.add_argument("--out", default="results", help="results folder: writes OUT/runs/KEY/eval-*.json")
+    evaluate.set_defaults(run=_eval)
+
+    predict = commands.add_parser("predict", help="parse face photos: palette PNG masks, optional overlays")
+    predict.add_argument("inputs", nargs="+", help="image files or folders")
+    predict.add_argument("--checkpoint", required=True, help="a checkpoint file, a run folder, or a run key")
+    predict.add_argument("--out", default="predictions", help="output folder (default: predictions)")
+    predict.add_argument("--overlay", action="store_true", help="also write OUT/overlays/STEM.jpg")
+    predict.add_argument("--tta", default="none", choices=["none", "flip", "multiscale"])
+    predict.add_argument("--device", default="auto")
+    predict.set_defaults(run=_predict)
     return parser
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -229,19 +229,32 @@ Transform = Callable[..., dict]
 class SegmentationDataset(torch.utils.data.Dataset):
     """Image/mask pairs for training and evaluation.
 
-    `transform` is an albumentations-style callable, `transform(image=..., mask=...) -> dict`. With
-    `cache=True` every pair is decoded once, up front, into shared-memory tensors, so DataLoader workers
-    read them without decoding again or copying (1000 x 512 x 512 x 4 bytes is about 1 GB).
+    `transform` is an albumentations-style callable, `transform(image=..., mask=...) -> dict`; with
+    `image_only=True` it gets the image alone and the mask is returned untouched (evaluation compares with
+    the mask at its own size). `corrections` maps a stem to the left/right pairs its mask has reversed
+    (from `facelib.audit`); those are swapped back on load. With `cache=True` every pair is decoded once, up
+    front, into shared-memory tensors, so DataLoader workers read them without decoding again or copying
+    (1000 x 512 x 512 x 4 bytes is about 1 GB). An index may be an `(index, seed)` pair: the transform is
+    then reseeded first, so the sample's augmentation depends on that seed alone.
     """
 
-    def __init__(self, samples: Sequence[Sample], transform: Transform | None = None, cache: bool = False):
+    def __init__(
+        self,
+        samples: Sequence[Sample],
+        transform: Transform | None = None,
+        cache: bool = False,
+        image_only: bool = False,
+        corrections: Mapping[str, Sequence[str]] | None = None,
+    ):
         self.samples = list(samples)
         self.transform = transform
+        self.image_only = image_only
+        self.corrections = {k: list(v) for k, v in (corrections or {}).items()}
         self.cached: tuple[Sequence, Sequence] | None = None
         if cache:
             with ThreadPoolExecutor(4) as pool:
                 images = list(pool.map(lambda s: read_image(s.image), self.samples))
-                masks = list(pool.map(lambda s: read_mask(s.mask), self.samples))
+                masks = list(pool.map(self._read_mask, self.samples))
             if len({a.shape for a in images}) == 1:  # the usual case: two shared tensors, one per kind
                 self.cached = (
                     torch.from_numpy(np.stack(images)).share_memory_(),
@@ -249,6 +262,14 @@ class SegmentationDataset(torch.utils.data.Dataset):
                 )
             else:  # mixed sizes: plain arrays, shared copy-on-write with forked workers
                 self.cached = (images, masks)
+
+    def _read_mask(self, sample: Sample) -> np.ndarray:
+        mask = read_mask(sample.mask)
+        if sample.stem in self.corrections:
+            from facelib.audit import correct_mask
+
+            mask = correct_mask(mask, self.corrections[sample.stem])
+        return mask
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -259,11 +280,29 @@ class SegmentationDataset(torch.utils.data.Dataset):
             image, mask = self.cached[0][index], self.cached[1][index]
             return np.asarray(image), np.asarray(mask)
         sample = self.samples[index]
-        return read_image(sample.image), read_mask(sample.mask)
+        return read_image(sample.image), self._read_mask(sample)
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def image_shapes(self) -> set[tuple[int, ...]]:
+        """The distinct image shapes (from the cache, else by reading each file's header)."""
+        if self.cached is not None:
+            images = self.cached[0]
+            return {tuple(images.shape[1:])} if isinstance(images, torch.Tensor) else {a.shape for a in images}
+        shapes = set()
+        for sample in self.samples:
+            with Image.open(sample.image) as image:
+                shapes.add((image.height, image.width, 3))
+        return shapes
+
+    def __getitem__(self, index: int | tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+        if isinstance(index, tuple):
+            index, seed = index
+            from facelib.augment import reseed
+
+            reseed(self.transform, seed)
         image, mask = self.load(index)
-        if self.transform is not None:
+        if self.transform is not None and self.image_only:
+            image = self.transform(image=image)["image"]
+        elif self.transform is not None:
             out = self.transform(image=image, mask=mask)
             image, mask = out["image"], out["mask"]
         if not isinstance(image, torch.Tensor):

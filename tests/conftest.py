@@ -30,3 +30,21 @@ def dataset_copy(synthetic_root: Path, tmp_path: Path) -> Path:
     target = tmp_path / "synthetic-copy"
     shutil.copytree(synthetic_root, target)
     return target
+
+
+QUICK_RUN = {
+    "model": "fastscnn", "crop_size": 64, "iterations": 60, "val_interval": 20, "batch_size": 8,
+    "loss": "ce", "lr": 1e-2, "augment": "baseline", "workers": 0,
+}  # fmt: skip
+"""A run that learns something in seconds on the small synthetic set (2 cores)."""
+
+
+@pytest.fixture(scope="session")
+def quick_run(synthetic_root: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """One finished short training run on synthetic data: its summary (run_dir, checkpoint_dir, metrics)."""
+    from facelib.train import TrainConfig, train
+
+    base = tmp_path_factory.mktemp("quick-run")
+    config = TrainConfig(data=str(synthetic_root), **QUICK_RUN)
+    summary = train(config, out=base / "results", checkpoints=base / "checkpoints", progress=False)
+    return {**summary, "base": base, "config_object": config}

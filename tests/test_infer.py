@@ -1,0 +1,153 @@
+"""Evaluation and prediction: checkpoint safety, evaluation consistency, TTA, photos of every kind, CLI."""
+
+from __future__ import annotations
+
+import json
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from facelib.cli import main
+from facelib.errors import ConfigError, DataError
+from facelib.infer import MIRROR_CHANNELS, Predictor, evaluate, load_checkpoint, predict, probabilities, read_photo
+from facelib.labels import NUM_CLASSES
+
+
+@pytest.fixture(scope="module")
+def best(quick_run) -> Path:
+    return Path(quick_run["checkpoint_dir"]) / "best.pt"
+
+
+def test_evaluate_reproduces_the_validation_score_recorded_in_training(quick_run, best, synthetic_root):
+    result = evaluate(best, data=synthetic_root, out=quick_run["base"] / "results", device="cpu", workers=0)
+    assert result.summary["mIoU"] == pytest.approx(quick_run["best"]["mIoU"], abs=1e-3)
+    assert result.summary["mF1"] == pytest.approx(quick_run["best"]["mF1"], abs=1e-3)
+    assert result.confusion.sum() == result.images * 128 * 128  # scored at the masks' own size (128), not 64
+    assert result.summary["mFscore_ref"] >= result.summary["mF1"] - 1e-9  # the reference-style figure is kinder
+    table = result.per_class()
+    assert len(table) == NUM_CLASSES and {"IoU", "F1"} <= set(table.columns)
+
+
+def test_evaluate_with_tta_and_corrected_labels_runs(quick_run, best, synthetic_root):
+    for tta in ("flip", "multiscale"):
+        result = evaluate(best, data=synthetic_root, out=quick_run["base"] / "results", tta=tta, device="cpu",
+                          workers=0, corrected_labels=True)  # fmt: skip
+        assert result.tta == tta and result.corrected_labels and 0 < result.summary["mIoU"] <= 100
+    with pytest.raises(ConfigError, match="multiscale"):
+        evaluate(best, data=synthetic_root, tta="rotate")
+
+
+def test_flip_tta_is_mirror_equivariant(best):
+    """Flip TTA of a mirrored photo is the mirrored, left/right-swapped flip TTA of the photo."""
+    predictor = Predictor(best, device="cpu")
+    x = torch.randn(1, 3, 64, 64)
+    plain = probabilities(predictor.model, x, (64, 64), "flip")
+    mirrored = probabilities(predictor.model, x.flip(-1), (64, 64), "flip")
+    torch.testing.assert_close(mirrored, plain.flip(-1)[:, MIRROR_CHANNELS], atol=1e-5, rtol=1e-4)
+    assert not torch.allclose(plain, probabilities(predictor.model, x, (64, 64), "none"), atol=1e-4)
+
+
+def write_photo(path: Path, kind: str, size: tuple[int, int] = (97, 131)) -> Path:
+    rng = np.random.default_rng(0)
+    height, width = size
+    if kind == "grey":
+        Image.fromarray(rng.integers(0, 255, (height, width), dtype=np.uint8), "L").save(path)
+    elif kind == "rgba":
+        Image.fromarray(rng.integers(0, 255, (height, width, 4), dtype=np.uint8), "RGBA").save(path)
+    elif kind == "grey16":
+        Image.fromarray(rng.integers(0, 65535, (height, width), dtype=np.uint16)).save(path)
+    elif kind == "palette":
+        Image.fromarray(rng.integers(0, 255, (height, width, 3), dtype=np.uint8)).convert("P").save(path)
+    else:
+        Image.fromarray(rng.integers(0, 255, (height, width, 3), dtype=np.uint8)).save(path)
+    return path
+
+
+@pytest.mark.parametrize("kind", ["rgb", "grey", "rgba", "grey16", "palette"])
+def test_read_photo_gives_rgb_uint8(tmp_path, kind):
+    photo = read_photo(write_photo(tmp_path / f"{kind}.png", kind))
+    assert photo.shape == (97, 131, 3) and photo.dtype == np.uint8
+    if kind == "grey16":
+        assert photo.max() > 200 and photo.min() < 50  # scaled from 16 bits, not clipped to white
+
+
+def test_predict_writes_palette_masks_at_each_photo_size(best, tmp_path):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    kinds = {"odd": ("rgb", (97, 131)), "grey": ("grey", (64, 64)), "rgba": ("rgba", (130, 90)),
+             "deep": ("grey16", (70, 70))}  # fmt: skip
+    for name, (kind, size) in kinds.items():
+        write_photo(folder / f"{name}.png", kind, size)
+    written = predict(best, [folder], tmp_path / "out", overlay=True, tta="flip", device="cpu")
+    assert len(written) == 2 * len(kinds)
+    for name, (_, size) in kinds.items():
+        with Image.open(tmp_path / "out" / f"{name}.png") as mask:
+            assert mask.mode == "P" and mask.size == (size[1], size[0])
+            assert np.asarray(mask).max() < NUM_CLASSES
+        with Image.open(tmp_path / "out" / "overlays" / f"{name}.jpg") as overlay:
+            assert overlay.size == (size[1], size[0])
+    assert not list((tmp_path / "out").rglob(".*tmp*"))
+
+
+def test_bad_checkpoints_are_refused_with_the_file_named(best, tmp_path):
+    garbage = tmp_path / "garbage.pt"
+    garbage.write_bytes(b"not a checkpoint at all")
+    with pytest.raises(DataError, match=r"garbage\.pt"):
+        load_checkpoint(garbage)
+
+    class Payload:
+        def __reduce__(self):
+            return (print, ("this must never run",))
+
+    evil = tmp_path / "evil.pt"
+    evil.write_bytes(pickle.dumps({"format": "facelib-checkpoint", "payload": Payload()}))
+    with pytest.raises(DataError, match=r"evil\.pt"):
+        load_checkpoint(evil)
+
+    foreign = tmp_path / "foreign.pt"
+    torch.save({"weights": torch.zeros(3)}, foreign)
+    with pytest.raises(DataError, match="not a facelib inference checkpoint"):
+        load_checkpoint(foreign)
+
+    content = torch.load(best, weights_only=True)
+    content["model"] = "lraspp_mobilenetv3"
+    mismatched = tmp_path / "mismatched.pt"
+    torch.save(content, mismatched)
+    with pytest.raises(DataError, match=r"mismatched\.pt.*lraspp_mobilenetv3"):
+        Predictor(mismatched, device="cpu")
+    with pytest.raises(DataError, match="does not exist"):
+        load_checkpoint(tmp_path / "missing.pt")
+
+
+def test_training_state_file_gets_a_hint(quick_run):
+    with pytest.raises(DataError, match=r"best\.pt"):
+        load_checkpoint(Path(quick_run["checkpoint_dir"]) / "last.pt")
+
+
+def test_cli_train_eval_predict(synthetic_root, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    args = ["--data", str(synthetic_root), "--model", "fastscnn", "--crop-size", "64", "--iterations", "4",
+            "--val-interval", "2", "--batch-size", "4", "--loss", "ce", "--workers", "0"]  # fmt: skip
+    assert main(["train", *args]) == 0
+    output = capsys.readouterr().out
+    key = next(line.split()[1] for line in output.splitlines() if line.startswith("run fastscnn-"))
+    assert (tmp_path / "results" / "runs" / key / "summary.json").exists()
+    assert (tmp_path / "checkpoints" / key / "best.pt").exists()
+    assert main(["train", *args]) == 0 and "finished earlier" in capsys.readouterr().out
+
+    assert main(["eval", key, "--data", str(synthetic_root), "--tta", "flip", "--device", "cpu"]) == 0
+    record = json.loads((tmp_path / "results" / "runs" / key / "eval-val-tta_flip.json").read_text())
+    assert record["tta"] == "flip" and "mIoU" in record and "commit" in record["provenance"]
+
+    photo = write_photo(tmp_path / "face.jpg", "rgb")
+    assert main(["predict", str(photo), "--checkpoint", key, "--out", "masks", "--overlay"]) == 0
+    assert (tmp_path / "masks" / "face.png").exists() and (tmp_path / "masks" / "overlays" / "face.jpg").exists()
+
+    assert main(["predict", str(photo), "--checkpoint", "nothing.pt"]) == 2
+    assert "nothing.pt" in capsys.readouterr().err
+    assert main(["train", "--model", "resnet", "--data", str(synthetic_root)]) == 2
+    assert "fastscnn" in capsys.readouterr().err

@@ -1,0 +1,166 @@
+"""Training: config, run identity, batch stream, learning, run cache, resume and DDP (CPU, synthetic data)."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import shutil
+import socket
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+from facelib.errors import ConfigError
+from facelib.infer import load_checkpoint, model_from_checkpoint
+from facelib.train import TrainBatches, TrainConfig, lr_factor, preset_config, run_key, train
+from tests.conftest import QUICK_RUN
+
+
+def test_config_rejects_bad_values_with_the_valid_choices():
+    with pytest.raises(ConfigError, match="fastscnn"):
+        TrainConfig(model="resnet50")
+    with pytest.raises(ConfigError, match="wce_lovasz_dice"):
+        TrainConfig(loss="focal")
+    with pytest.raises(ConfigError, match="flip_swap"):
+        TrainConfig(augment="mixup")
+    with pytest.raises(ConfigError, match="multiple of 32"):
+        TrainConfig(crop_size=100)
+    with pytest.raises(ConfigError, match="cpu-quick"):
+        preset_config("huge")
+    with pytest.raises(ConfigError, match="unknown config field"):
+        TrainConfig.from_dict({"model": "fastscnn", "epochs": 3})
+
+
+def test_config_round_trips_through_json():
+    config = TrainConfig(model="bisenetv2_xs", loss={"ce": 1.0, "dice": 0.5}, model_overrides={}, data=Path("/x"))
+    assert TrainConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
+
+
+def test_run_key_ignores_where_a_run_happens_but_not_what_it_computes():
+    base = TrainConfig()
+    key = run_key(base, "data-a")
+    assert run_key(base.replace(device="cuda", workers=16, data="/elsewhere"), "data-a") == key
+    assert run_key(base.replace(lr=2e-3), "data-a") != key
+    assert run_key(base.replace(augment="flip"), "data-a") != key
+    assert run_key(base, "data-b") != key
+    assert key.startswith("fastscnn-")
+
+
+def test_lr_warms_up_then_decays_to_zero():
+    for schedule in ("cosine", "poly"):
+        config = TrainConfig(iterations=1000, warmup_fraction=0.1, schedule=schedule)
+        factors = [lr_factor(config, i) for i in range(1000)]
+        assert factors[0] == pytest.approx(0.01) and factors[99] == pytest.approx(1.0)
+        assert all(a <= b for a, b in itertools.pairwise(factors[:100]))
+        assert all(a >= b for a, b in itertools.pairwise(factors[99:]))
+        assert factors[-1] < 0.01
+
+
+def test_batch_stream_covers_each_epoch_resumes_anywhere_and_splits_across_processes():
+    full = list(TrainBatches(size=20, batch=4, seed=1, start=0, stop=15))
+    epoch = [i for batch in full[:5] for i, _ in batch]
+    assert sorted(epoch) == list(range(20))
+    assert [i for batch in full[5:10] for i, _ in batch] != epoch  # reshuffled each epoch
+    assert list(TrainBatches(size=20, batch=4, seed=1, start=7, stop=15)) == full[7:]
+    ranks = [list(TrainBatches(size=20, batch=2, seed=1, start=0, stop=5, rank=r, world=2)) for r in (0, 1)]
+    seen = [i for r in ranks for batch in r for i, _ in batch]
+    assert sorted(seen) == list(range(20))
+    seeds = [s for r in ranks for batch in r for _, s in batch]
+    assert len(set(seeds)) == len(seeds)
+    with pytest.raises(ConfigError, match="cannot fill one batch"):
+        TrainBatches(size=3, batch=4, seed=0, start=0, stop=1)
+
+
+def test_short_run_learns(quick_run):
+    history = pd.read_csv(Path(quick_run["run_dir"]) / "metrics.csv")
+    assert list(history.iteration) == [20, 40, 60]
+    assert history.train_loss.iloc[-1] < 0.6 * history.train_loss.iloc[0]
+    config, base = quick_run["config_object"], quick_run["base"]
+    untrained = train(config.replace(iterations=1, val_interval=1, lr=1e-9), out=base / "u", checkpoints=base / "uc",
+                      progress=False)  # fmt: skip
+    assert quick_run["best"]["mIoU"] > untrained["final"]["mIoU"] + 5, (quick_run["best"], untrained["final"])
+
+
+def test_run_directory_holds_what_the_report_needs(quick_run):
+    run_dir = Path(quick_run["run_dir"])
+    assert {"config.json", "metrics.csv", "summary.json", "README.md"} <= {p.name for p in run_dir.iterdir()}
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["finished"] and summary["key"] == run_dir.name
+    assert summary["config"] == quick_run["config_object"].to_dict()
+    for part in ("best", "final"):
+        scores = summary[part]
+        assert {"mIoU", "mF1", "mFscore_ref", "per_image_F", "per_class", "confusion"} <= set(scores)
+        assert set(scores["per_class"]) == set(json.loads(json.dumps(scores["per_class"])))
+        assert len(scores["confusion"]) == 19
+    assert summary["best"]["mF1"] == max(pd.read_csv(run_dir / "metrics.csv").mF1.round(4))
+    assert {"device", "commit", "versions", "train_wall_s", "images_per_s", "data_wait_share"} <= set(summary)
+    assert not list(run_dir.glob(".*tmp*"))
+
+
+def test_best_checkpoint_is_self_contained_and_safe(quick_run):
+    path = Path(quick_run["checkpoint_dir"]) / "best.pt"
+    content = load_checkpoint(path)  # weights_only=True inside
+    assert content["model"] == "fastscnn" and content["input_size"] == 64 and len(content["class_names"]) == 19
+    assert content["config"] == quick_run["config_object"].to_dict()
+    model = model_from_checkpoint(content, path)
+    assert model(torch.zeros(1, 3, 64, 64)).shape == (1, 19, 64, 64)
+
+
+def test_finished_run_is_reused_without_training(quick_run, monkeypatch):
+    import facelib.models
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the run cache should have answered")
+
+    monkeypatch.setattr(facelib.models, "build_model", refuse)
+    again = train(quick_run["config_object"], out=quick_run["base"] / "results",
+                  checkpoints=quick_run["base"] / "checkpoints", progress=False)  # fmt: skip
+    assert again["key"] == quick_run["key"] and again["best"] == quick_run["best"]
+
+
+def test_resumed_run_matches_an_uninterrupted_one(synthetic_root, tmp_path):
+    config = TrainConfig(data=str(synthetic_root), **{**QUICK_RUN, "iterations": 8, "val_interval": 4,
+                                                      "augment": "full", "loss": "wce_lovasz_dice"})  # fmt: skip
+    whole = train(config, out=tmp_path / "a", checkpoints=tmp_path / "ca", progress=False)
+    half = train(config, out=tmp_path / "b", checkpoints=tmp_path / "cb", stop_after=4, progress=False)
+    assert not half["finished"] and not (Path(half["run_dir"]) / "summary.json").exists()
+    resumed = train(config.replace(workers=2), out=tmp_path / "b", checkpoints=tmp_path / "cb", progress=False)
+    assert resumed["finished"] and resumed["key"] == whole["key"]
+    for part in ("best", "final"):
+        assert resumed[part] == whole[part]
+    a = torch.load(tmp_path / "ca" / whole["key"] / "last.pt", weights_only=True)
+    b = torch.load(tmp_path / "cb" / whole["key"] / "last.pt", weights_only=True)
+    assert [row["train_loss"] for row in a["history"]] == [row["train_loss"] for row in b["history"]]
+    assert all(torch.equal(a["model"][name], b["model"][name]) for name in a["model"])
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _ddp_worker(rank: int, world: int, port: int, config: dict, base: str) -> None:
+    os.environ.update({"RANK": str(rank), "WORLD_SIZE": str(world), "LOCAL_RANK": str(rank),
+                       "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)})  # fmt: skip
+    torch.set_num_threads(1)
+    summary = train(TrainConfig(**config), out=Path(base) / "results", checkpoints=Path(base) / "ckpt", progress=False)
+    Path(base, f"rank{rank}.json").write_text(json.dumps({"final": summary["final"], "key": summary["key"]}))
+    torch.distributed.destroy_process_group()
+
+
+def test_ddp_two_gloo_processes_agree_on_metrics(synthetic_root, tmp_path):
+    config = {**QUICK_RUN, "data": str(synthetic_root), "iterations": 4, "val_interval": 2, "batch_size": 4}
+    torch.multiprocessing.spawn(_ddp_worker, args=(2, _free_port(), config, str(tmp_path)), nprocs=2, join=True)
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert ranks[0] == ranks[1]
+    runs = list((tmp_path / "results" / "runs").iterdir())
+    assert [r.name for r in runs] == [ranks[0]["key"]]  # one run directory, written by rank 0
+    summary = json.loads((runs[0] / "summary.json").read_text())
+    assert summary["processes"] == 2 and summary["final"] == ranks[0]["final"]
+    # the same config on one process is the same run (process count is not part of the identity)
+    assert run_key(TrainConfig(**config), summary["data"]["fingerprint"]) == ranks[0]["key"]
+    shutil.rmtree(tmp_path / "ckpt")
