@@ -127,7 +127,9 @@ def _train(args: argparse.Namespace) -> list[Path]:
 
     config = _train_config(args)
     print("config: " + ", ".join(f"{k}={v}" for k, v in config.to_dict().items()))
-    summary = train(config, out=args.out, checkpoints=args.checkpoints, stop_after=args.stop_after)
+    summary = train(
+        config, out=args.out, checkpoints=args.checkpoints, stop_after=args.stop_after, time_limit_s=args.time_limit
+    )
     run_dir = Path(summary["run_dir"])
     best = summary["best"]
     if best:
@@ -245,6 +247,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="train on the audit's corrected left/right labels")  # fmt: skip
     train.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None, help="bf16 autocast on CUDA")
     train.add_argument("--stop-after", type=int, help="stop after this many iterations, leaving a resumable run")
+    train.add_argument("--time-limit", type=float, help="stop at the first checkpoint after this many seconds")
     train.add_argument("--out", default="results", help="results folder (default: results)")
     train.add_argument("--checkpoints", default="checkpoints", help="checkpoint folder (default: checkpoints)")
     train.set_defaults(run=_train)

@@ -412,11 +412,13 @@ def train(
     checkpoints: str | Path = "checkpoints",
     stop_after: int | None = None,
     progress: bool = True,
+    time_limit_s: float | None = None,
 ) -> dict[str, Any]:
     """Run (or resume, or look up) one training run; return its summary (see the module docstring).
 
-    `stop_after`: stop once that many iterations are done, leaving a resumable run (for splitting a run
-    across short machine leases); the returned summary then has `"finished": False`.
+    `stop_after`: stop once that many iterations are done; `time_limit_s`: stop at the first checkpoint
+    after this many seconds. Either leaves a resumable run (for splitting a run across short machine
+    leases); the returned summary then has `"finished": False`.
     """
     from facelib.infer import evaluate_model, inference_checkpoint
     from facelib.losses import CompositeLoss, loss_config
@@ -560,6 +562,9 @@ def train(
                 pd.DataFrame(history).to_csv(tmp, index=False, float_format="%.6g")
         loss_sum.zero_()
         steps, images_seen, wait, window_start = 0, 0, 0.0, time.perf_counter()
+        if time_limit_s is not None and _agree(time.perf_counter() - session_start > time_limit_s, procs, device):
+            stop = done
+            break
     bar.close()
     del batches
 
@@ -574,6 +579,15 @@ def train(
             write_text(paths.run_dir / "README.md", _run_readme(summary))
     procs.barrier()
     return summary
+
+
+def _agree(flag: bool, procs: Processes, device: torch.device) -> bool:
+    """True when any process says so (so every process stops at the same iteration)."""
+    if procs.world == 1:
+        return flag
+    value = torch.tensor([float(flag)], device=device)
+    torch.distributed.all_reduce(value, op=torch.distributed.ReduceOp.MAX)
+    return bool(value.item())
 
 
 def _summary(config, data, key, paths, stop, history, elapsed, best, final, weights, device, procs) -> dict[str, Any]:

@@ -164,3 +164,35 @@ def test_ddp_two_gloo_processes_agree_on_metrics(synthetic_root, tmp_path):
     # the same config on one process is the same run (process count is not part of the identity)
     assert run_key(TrainConfig(**config), summary["data"]["fingerprint"]) == ranks[0]["key"]
     shutil.rmtree(tmp_path / "ckpt")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (runs on the device machine)")
+def test_cuda_run_uses_bf16_and_channels_last(synthetic_root, tmp_path, monkeypatch):
+    import facelib.models
+
+    seen: list[tuple[torch.dtype, bool]] = []
+    build = facelib.models.build_model
+
+    def build_and_watch(*args, **kwargs):
+        model = build(*args, **kwargs)
+        first_conv = next(m for m in model.modules() if isinstance(m, torch.nn.Conv2d))
+        first_conv.register_forward_hook(
+            lambda m, inputs, output: seen.append(
+                (output.dtype, inputs[0].is_contiguous(memory_format=torch.channels_last))
+            )
+        )
+        return model
+
+    monkeypatch.setattr(facelib.models, "build_model", build_and_watch)
+    config = TrainConfig(data=str(synthetic_root), **{**QUICK_RUN, "device": "cuda", "workers": 2, "iterations": 6,
+                                                      "val_interval": 3, "augment": "full", "loss": "wce_lovasz_dice"})  # fmt: skip
+    summary = train(config, out=tmp_path / "r", checkpoints=tmp_path / "c", progress=False)
+    assert summary["finished"] and "CUDA" in summary["device"]
+    assert seen and all(dtype == torch.bfloat16 and channels_last for dtype, channels_last in seen)
+    assert 0 <= summary["data_wait_share"] < 1 and summary["images_per_s"] > 0
+    from facelib.infer import evaluate
+
+    best = Path(summary["checkpoint_dir"]) / "best.pt"
+    result = evaluate(best, data=synthetic_root, out=tmp_path / "r", device="cuda")
+    assert result.summary["mIoU"] == pytest.approx(summary["best"]["mIoU"], abs=0.05)
+    assert evaluate(best, data=synthetic_root, out=tmp_path / "r", device="cuda", tta="flip").tta == "flip"
