@@ -133,6 +133,8 @@ def probabilities(
             x = F.interpolate(x, size=side, mode="bilinear", align_corners=False)
         if flip:
             x = x.flip(-1)
+        if x.is_cuda:
+            x = x.contiguous(memory_format=torch.channels_last)  # as in training: the faster layout for convs
         with autocast:
             logits = model(x)
         logits = logits.float()

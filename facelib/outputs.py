@@ -78,7 +78,12 @@ def _git(*args: str) -> str:
 
 
 def commit() -> str:
-    """The facelib commit that is running, with "+dirty" when tracked files have uncommitted changes."""
+    """The facelib commit that is running, with "+dirty" when tracked files have uncommitted changes.
+
+    `FACELIB_COMMIT` overrides it, for copies of the tree whose git metadata is not the source's (the GPU
+    machine receives such a copy: pass the source's commit along)."""
+    if os.environ.get("FACELIB_COMMIT"):
+        return os.environ["FACELIB_COMMIT"]
     head = _git("rev-parse", "--short", "HEAD") or "unknown"
     return head + ("+dirty" if _git("status", "--porcelain", "--untracked-files=no") else "")
 
