@@ -428,8 +428,11 @@ def train(
 
     device = resolve_device(config.device, int(os.environ.get("LOCAL_RANK", "0")))
     procs = Processes.from_env(device.type)
-    if config.batch_size % procs.world:
-        raise ConfigError(f"batch_size {config.batch_size} does not split evenly over {procs.world} processes")
+    if config.batch_size % procs.world or config.batch_size // procs.world < 2:
+        raise ConfigError(
+            f"batch_size {config.batch_size} must split evenly over {procs.world} process(es), at least 2 per "
+            "process (BatchNorm after global pooling needs 2 samples in training)"
+        )
     data = identify(config, out, procs)
     key = run_key(config, data.fingerprint)
     paths = RunPaths(key, Path(out) / "runs" / key, Path(checkpoints) / key)
