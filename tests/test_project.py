@@ -48,11 +48,13 @@ def test_console_script_help():
     result = subprocess.run([sys.executable, "-m", "facelib.cli", "--help"], capture_output=True, text=True)
     assert result.returncode == 0
     assert "stats" in result.stdout and "audit" in result.stdout
-    for command in ("stats", "audit"):
+    for command in ("stats", "audit", "train", "eval"):
         result = subprocess.run(
             [sys.executable, "-m", "facelib.cli", command, "--help"], capture_output=True, text=True
         )
         assert result.returncode == 0 and "FACELIB_DATA" in result.stdout
+    result = subprocess.run([sys.executable, "-m", "facelib", "predict", "--help"], capture_output=True, text=True)
+    assert result.returncode == 0 and "--checkpoint" in result.stdout  # `python -m facelib` is the same CLI
 
 
 def test_commands_run_on_the_synthetic_default(tmp_path, monkeypatch, capsys):
