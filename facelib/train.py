@@ -237,9 +237,12 @@ class Processes:
     @classmethod
     def from_env(cls, device_type: str) -> Processes:
         world = int(os.environ.get("WORLD_SIZE", "1"))
+        local_rank = int(os.environ.get("LOCAL_RANK", "0"))
         if world > 1 and not torch.distributed.is_initialized():
+            if device_type == "cuda":
+                torch.cuda.set_device(local_rank)  # NCCL binds each process to its own GPU
             torch.distributed.init_process_group("nccl" if device_type == "cuda" else "gloo")
-        return cls(int(os.environ.get("RANK", "0")), world, int(os.environ.get("LOCAL_RANK", "0")))
+        return cls(int(os.environ.get("RANK", "0")), world, local_rank)
 
     def barrier(self) -> None:
         if self.world > 1:
@@ -366,12 +369,10 @@ def identify(config: TrainConfig, out: str | Path, procs: Processes = Processes(
     from facelib.data import discover, load_or_make_split
 
     dataset = discover(config.data)
-    for turn in ("main", "others"):
-        if procs.main == (turn == "main"):
-            split, split_file = load_or_make_split(
-                dataset, out=out, val_fraction=config.val_fraction, seed=config.split_seed
-            )
-        procs.barrier()
+    if procs.main:  # writes the split file if it is missing; then every process reads the same file
+        load_or_make_split(dataset, out=out, val_fraction=config.val_fraction, seed=config.split_seed)
+    procs.barrier()
+    split, split_file = load_or_make_split(dataset, out=out, val_fraction=config.val_fraction, seed=config.split_seed)
     corrections = {}
     if config.corrected_labels:
         train_stems = set(split.train)

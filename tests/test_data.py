@@ -105,3 +105,26 @@ def test_albumentations_transform_hook(synthetic_root):
     image, mask = SegmentationDataset(samples, transform=transform)[0]
     assert image.shape == (3, 64, 64) and mask.shape == (64, 64)
     assert image.min() < 0  # normalised
+
+
+@pytest.mark.parametrize("cache", [False, True])
+def test_corrections_swap_the_named_pairs_on_load(synthetic_root, cache):
+    samples = discover(synthetic_root).samples[:3]
+    stem = samples[1].stem
+    data = SegmentationDataset(samples, cache=cache, corrections={stem: ["l_eye/r_eye"]})
+    original = read_mask(samples[1].mask)
+    _, mask = data.load(1)
+    expected = original.copy()
+    expected[original == 4], expected[original == 5] = 5, 4
+    assert (original == 4).any() or (original == 5).any()
+    np.testing.assert_array_equal(mask, expected)
+    np.testing.assert_array_equal(data.load(0)[1], read_mask(samples[0].mask))  # others untouched
+
+
+def test_image_only_transform_keeps_the_mask_and_seeded_index_is_reproducible(synthetic_root):
+    samples = discover(synthetic_root).samples[:2]
+    data = SegmentationDataset(samples, transform=A.Compose([A.Resize(64, 64)]), image_only=True)
+    image, mask = data[0]
+    assert image.shape == (3, 64, 64) and mask.shape == (128, 128)
+    noisy = SegmentationDataset(samples, transform=A.Compose([A.GaussNoise(p=1.0)]))
+    assert torch.equal(noisy[(0, 7)][0], noisy[(0, 7)][0]) and not torch.equal(noisy[(0, 7)][0], noisy[(0, 8)][0])
