@@ -1,3 +1,9 @@
 """facelib: face parsing with models under 1.8M parameters, and the notebooks that regenerate its report."""
 
 __version__ = "0.1.0"
+
+import os as _os
+
+# albumentations asks the network for a newer version at import; facelib runs on machines without one
+# (CI, the GPU machine), where that costs a timeout and a warning per process.
+_os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")

@@ -120,7 +120,7 @@ AUGMENT_PRESETS: dict[str, str] = {
     "flip": "plain horizontal flip (p=0.5), left/right labels left as they are",
     "geometric": "rotate +-25 deg (p=0.5), resize x1.0-1.2, crop with cat_max_ratio 0.75",
     "photometric": "brightness, contrast, saturation and hue at half mmseg's strength (p=0.5)",
-    "full": "flip with swap, geometric, photometric (the reference's final pipeline, in its order)",
+    "full": "flip with swap, then geometric, then photometric (on uint8 pixels, before normalising)",
 }
 
 
