@@ -114,10 +114,14 @@ def _train_config(args: argparse.Namespace):
         "crop_size": args.crop_size, "device": args.device, "workers": args.workers, "data": args.data,
         "corrected_labels": args.corrected_labels, "amp": args.amp,
     }  # fmt: skip
-    if args.overrides:
-        flags["model_overrides"] = json.loads(args.overrides)
-    if args.loss and args.loss.lstrip().startswith("{"):
-        flags["loss"] = json.loads(args.loss)
+    for option, key in ((args.overrides, "model_overrides"), (args.loss, "loss")):
+        if option and option.lstrip().startswith("{"):
+            try:
+                flags[key] = json.loads(option)
+            except json.JSONDecodeError as error:
+                raise ConfigError(f"--{key.split('_')[-1]} {option!r} is not valid JSON ({error})") from error
+        elif key == "model_overrides" and option:
+            raise ConfigError(f"--overrides takes a JSON object such as '{{\"decoder_channels\": 64}}', got {option!r}")
     changes = {k: v for k, v in flags.items() if v is not None}
     return preset_config(args.preset, **changes) if args.preset else TrainConfig(**changes)
 

@@ -209,10 +209,20 @@ def _finite(value: float) -> float | None:
     return round(float(value), 4) if np.isfinite(value) else None
 
 
-def resolve_device(name: str = "auto") -> torch.device:
-    from facelib.train import resolve_device as resolve
-
-    return resolve(name)
+def resolve_device(name: str = "auto", local_rank: int = 0) -> torch.device:
+    """ "auto" is CUDA when torch sees a GPU, else the CPU; a bare "cuda" means this process's GPU."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        device = torch.device(name)
+    except RuntimeError as error:
+        raise ConfigError(f"unknown device {name!r} (use auto, cpu, cuda or cuda:N)") from error
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError("device 'cuda' asked for, but torch sees no CUDA GPU")
+        if device.index is None:
+            device = torch.device("cuda", local_rank)
+    return device
 
 
 def evaluate(

@@ -249,18 +249,6 @@ class Processes:
             torch.distributed.barrier()
 
 
-def resolve_device(name: str, local_rank: int = 0) -> torch.device:
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(name)
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ConfigError("device 'cuda' asked for, but torch sees no CUDA GPU")
-        if device.index is None:
-            device = torch.device("cuda", local_rank)
-    return device
-
-
 # --- schedule, checkpoints, files ---------------------------------------------------------------------
 
 
@@ -421,7 +409,7 @@ def train(
     after this many seconds. Either leaves a resumable run (for splitting a run across short machine
     leases); the returned summary then has `"finished": False`.
     """
-    from facelib.infer import evaluate_model, inference_checkpoint
+    from facelib.infer import evaluate_model, inference_checkpoint, resolve_device
     from facelib.losses import CompositeLoss, loss_config
     from facelib.models import build_model
     from facelib.outputs import atomic_path

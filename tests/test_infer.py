@@ -151,3 +151,7 @@ def test_cli_train_eval_predict(synthetic_root, tmp_path, monkeypatch, capsys):
     assert "nothing.pt" in capsys.readouterr().err
     assert main(["train", "--model", "resnet", "--data", str(synthetic_root)]) == 2
     assert "fastscnn" in capsys.readouterr().err
+    assert main(["train", "--overrides", "{bad", "--data", str(synthetic_root)]) == 2
+    assert "not valid JSON" in capsys.readouterr().err
+    assert main(["eval", key, "--device", "tpu9", "--data", str(synthetic_root)]) == 2
+    assert "unknown device 'tpu9'" in capsys.readouterr().err
