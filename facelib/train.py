@@ -425,10 +425,11 @@ def train(
     data = identify(config, out, procs)
     key = run_key(config, data.fingerprint)
     paths = RunPaths(key, Path(out) / "runs" / key, Path(checkpoints) / key)
-    if paths.summary.exists() and json.loads(paths.summary.read_text()).get("finished"):
+    stored = json.loads(paths.summary.read_text()) if paths.summary.exists() else {}
+    if stored.get("finished"):
         if procs.main and progress:
             print(f"run {key}: finished earlier, reusing {paths.run_dir}")
-        return json.loads(paths.summary.read_text())
+        return {**stored, "run_dir": str(paths.run_dir), "checkpoint_dir": str(paths.checkpoint_dir)}
 
     load_sets(config, data)
     loss_settings = loss_config(config.loss)
