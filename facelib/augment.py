@@ -153,6 +153,11 @@ def train_transform(
     return A.Compose([*steps, A.Normalize(mean=mean, std=std, max_pixel_value=1.0)])
 
 
+def preview_transform(preset: str, crop_size: int, resize: bool = True) -> A.Compose:
+    """The preset's geometry and colour changes without normalising, to look at (the report's figure)."""
+    return A.Compose(_resize(crop_size if resize else None) + _augmentations(preset, crop_size))
+
+
 def eval_transform(crop_size: int, mean: Sequence[float], std: Sequence[float], resize: bool = True) -> A.Compose:
     """Evaluation preprocessing of the image alone: resize to the model's input (if `resize`), normalise. Masks
     are never resized for evaluation; predictions are resized back to the mask instead."""

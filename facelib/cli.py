@@ -7,7 +7,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from facelib.errors import ConfigError, DataError
+from facelib.errors import ConfigError, DataError, ReportError
 
 DATA_HELP = "dataset root (train/images + train/masks, or images/ + masks/); default: $FACELIB_DATA, else the built-in synthetic faces"
 
@@ -155,27 +155,16 @@ def _checkpoint_path(value: str) -> Path:
 
 
 def _eval(args: argparse.Namespace) -> list[Path]:
-    import json
-
-    from facelib.infer import evaluate, load_checkpoint
-    from facelib.outputs import provenance, write_table, write_text
+    from facelib.infer import evaluate, save_evaluation
 
     checkpoint = _checkpoint_path(args.checkpoint)
     result = evaluate(checkpoint, args.data, args.split, args.tta, args.corrected_labels, args.out, args.batch_size,
                       args.device)  # fmt: skip
-    summary = result.summary
     labels = "audit-corrected" if args.corrected_labels else "original"
     print(f"{result.images} {args.split} images, {labels} labels, TTA {args.tta}: "
-          + ", ".join(f"{k} {v:.2f}" for k, v in summary.items()))  # fmt: skip
+          + ", ".join(f"{k} {v:.2f}" for k, v in result.summary.items()))  # fmt: skip
     print(result.per_class().round(2).to_string())
-    key = load_checkpoint(checkpoint).get("run_key") or checkpoint.stem
-    variant = f"eval-{args.split}-tta_{args.tta}" + ("-corrected" if args.corrected_labels else "")
-    folder = Path(args.out) / "runs" / key
-    note = provenance(f"{args.data or 'default'} ({args.split} split, {labels} labels)") + f" Checkpoint {checkpoint}."
-    record = {"checkpoint": str(checkpoint), "split": args.split, **result.to_dict(), "provenance": note}
-    written = [write_text(folder / f"{variant}.json", json.dumps(record, indent=1) + "\n")]
-    written += write_table(result.per_class(), folder / f"{variant}_per_class", f"Per-class scores: {key}", note)
-    return written
+    return save_evaluation(result, checkpoint, args.data, args.split, args.out)
 
 
 def _predict(args: argparse.Namespace) -> list[Path]:
@@ -185,6 +174,14 @@ def _predict(args: argparse.Namespace) -> list[Path]:
     written = predict(checkpoint, args.inputs, args.out, overlay=args.overlay, tta=args.tta, device=args.device)
     print(f"{sum(p.suffix == '.png' for p in written)} masks written to {args.out}")
     return written
+
+
+def _report(args: argparse.Namespace) -> list[Path]:
+    from facelib.runner import run_report
+
+    out = run_report(args.profile, args.data, args.device, args.only, args.out, args.checkpoints, args.notebooks,
+                     args.cached_only)  # fmt: skip
+    return [out / "README.md", out / "html" / "index.html"]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -275,6 +272,21 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--tta", default="none", choices=["none", "flip", "multiscale"])
     predict.add_argument("--device", default="auto")
     predict.set_defaults(run=_predict)
+
+    report = commands.add_parser(
+        "report", help="execute the notebook series with papermill and export the report (HTML, tables, figures)",
+        description="Execute notebooks/01-05 in order for a profile (smoke, gpu-short, full; see facelib/profiles.py), "
+        "reusing finished runs from the run cache; write RESULTS/PROFILE/{notebooks,html,tables,figures,README.md}.",
+    )  # fmt: skip
+    report.add_argument("--profile", default="smoke", help="smoke (default), gpu-short or full")
+    report.add_argument("--data", help=DATA_HELP)
+    report.add_argument("--device", default="auto", help="where missing runs train: auto (default), cpu, cuda")
+    report.add_argument("--only", help="comma-separated notebook numbers or names, e.g. 02,03 (default: all)")
+    report.add_argument("--out", default="results", help="results root: run cache in OUT/runs (default: results)")
+    report.add_argument("--checkpoints", default="checkpoints", help="checkpoint folder (default: checkpoints)")
+    report.add_argument("--notebooks", help="folder of the notebooks (default: the repository's notebooks/)")
+    report.add_argument("--cached-only", action="store_true", help="never train: fail on a run missing from the cache")
+    report.set_defaults(run=_report)
     return parser
 
 
@@ -282,7 +294,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         written = args.run(args)
-    except (DataError, ConfigError) as error:
+    except (DataError, ConfigError, ReportError) as error:
         print(f"facelib {args.command}: error: {error}", file=sys.stderr)
         return 2
     print("wrote:")

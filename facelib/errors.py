@@ -9,3 +9,8 @@ class DataError(ValueError):
 
 class ConfigError(ValueError):
     """A bad name or setting (model, loss, ...): the message lists what is valid."""
+
+
+class ReportError(RuntimeError):
+    """A report could not be made: a notebook failed (the message names it and the cell), or a run is missing
+    and this machine should not train it."""

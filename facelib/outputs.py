@@ -44,6 +44,8 @@ def to_markdown(frame: pd.DataFrame, floatfmt: str = ".4g") -> str:
         frame = frame.reset_index()
 
     def cell(value: object) -> str:
+        if value is None or (isinstance(value, float) and value != value):
+            return "–"  # missing (None) or not defined (NaN)
         if isinstance(value, float):
             return format(value, floatfmt)
         return str(value)
@@ -103,9 +105,11 @@ def machine() -> str:
     return text
 
 
-def provenance(data: str) -> str:
-    """One line saying what produced a table: command, data, commit, machine, date."""
-    command = " ".join(["facelib", *sys.argv[1:]]) if Path(sys.argv[0]).name == "facelib" else "facelib (library call)"
+def provenance(data: str, command: str | None = None) -> str:
+    """One line saying what produced a table: command (default: this process's), data, commit, machine, date."""
+    if command is None:
+        is_cli = Path(sys.argv[0]).name == "facelib"
+        command = " ".join(["facelib", *sys.argv[1:]]) if is_cli else "facelib (library call)"
     date = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
     return f"Made by `{command}` on data `{data}`, commit {commit()}, {machine()}, {date}."
 
@@ -116,6 +120,8 @@ def save_figure(figure, target: str | Path, dpi: int = 120) -> Path:
 
     target = Path(target)
     with atomic_path(target) as tmp:
-        figure.savefig(tmp, dpi=dpi, bbox_inches="tight", format=target.suffix.lstrip(".") or "png")
+        kind = target.suffix.lstrip(".").replace("jpg", "jpeg") or "png"
+        options = {"pil_kwargs": {"quality": 85}} if kind == "jpeg" else {}
+        figure.savefig(tmp, dpi=dpi, bbox_inches="tight", format=kind, **options)
     plt.close(figure)
     return target

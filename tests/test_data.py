@@ -128,3 +128,40 @@ def test_image_only_transform_keeps_the_mask_and_seeded_index_is_reproducible(sy
     assert image.shape == (3, 64, 64) and mask.shape == (128, 128)
     noisy = SegmentationDataset(samples, transform=A.Compose([A.GaussNoise(p=1.0)]))
     assert torch.equal(noisy[(0, 7)][0], noisy[(0, 7)][0]) and not torch.equal(noisy[(0, 7)][0], noisy[(0, 8)][0])
+
+
+def test_split_file_names_its_validation_share_and_refuses_a_mismatch(synthetic_root, tmp_path):
+    dataset = discover(synthetic_root)
+    _, default = load_or_make_split(dataset, out=tmp_path)
+    small, path = load_or_make_split(dataset, out=tmp_path, val_fraction=0.1)
+    assert path == tmp_path / "splits" / "synthetic-seed0-val0.1.json" and path != default
+    assert len(small.val) == 2 and small.val_fraction == 0.1
+    path.rename(default.with_name("synthetic-seed1.json"))  # a file whose content says seed 0, share 0.1
+    with pytest.raises(DataError, match=r"seed 0, val_fraction 0\.1"):
+        load_or_make_split(dataset, out=tmp_path, seed=1)
+
+
+def test_kept_decoded_files_are_read_once_and_read_again_when_changed(dataset_copy, monkeypatch):
+    import facelib.data as data_module
+
+    dataset = discover(dataset_copy)
+    reads = []
+
+    def counting(path):
+        reads.append(path)
+        return data_module.read_image(path)
+
+    data_module.keep_decoded(True)
+    try:
+        first = data_module.DECODED.get(dataset.samples[0].image, counting)
+        again = data_module.DECODED.get(dataset.samples[0].image, counting)
+        assert again is first and len(reads) == 1 and not first.flags.writeable
+        shutil.copy(dataset.samples[1].image, dataset.samples[0].image)  # new content, new size/mtime
+        changed = data_module.DECODED.get(dataset.samples[0].image, counting)
+        assert len(reads) == 2 and not np.array_equal(changed, first)
+        cached = SegmentationDataset(dataset.samples[:3], cache=True)
+        fresh = SegmentationDataset(dataset.samples[:3], cache=True)
+        assert torch.equal(cached.cached[0], fresh.cached[0])
+    finally:
+        data_module.keep_decoded(False)
+    assert not data_module.DECODED.items

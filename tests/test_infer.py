@@ -13,7 +13,16 @@ from PIL import Image
 
 from facelib.cli import main
 from facelib.errors import ConfigError, DataError
-from facelib.infer import MIRROR_CHANNELS, Predictor, evaluate, load_checkpoint, predict, probabilities, read_photo
+from facelib.infer import (
+    MIRROR_CHANNELS,
+    Predictor,
+    evaluate,
+    load_checkpoint,
+    predict,
+    predict_labels,
+    probabilities,
+    read_photo,
+)
 from facelib.labels import NUM_CLASSES
 
 
@@ -39,6 +48,14 @@ def test_evaluate_with_tta_and_corrected_labels_runs(quick_run, best, synthetic_
         assert result.tta == tta and result.corrected_labels and 0 < result.summary["mIoU"] <= 100
     with pytest.raises(ConfigError, match="multiscale"):
         evaluate(best, data=synthetic_root, tta="rotate")
+
+
+@pytest.mark.parametrize("tta", ["none", "flip"])
+def test_predicted_labels_are_the_argmax_of_the_probabilities(best, tta):
+    model = Predictor(best, device="cpu").model
+    x = torch.randn(2, 3, 64, 64)
+    expected = probabilities(model, x, (96, 80), tta).argmax(1)
+    assert torch.equal(predict_labels(model, x, (96, 80), tta), expected)
 
 
 def test_flip_tta_is_mirror_equivariant(best):

@@ -196,3 +196,28 @@ def test_cuda_run_uses_bf16_and_channels_last(synthetic_root, tmp_path, monkeypa
     result = evaluate(best, data=synthetic_root, out=tmp_path / "r", device="cuda")
     assert result.summary["mIoU"] == pytest.approx(summary["best"]["mIoU"], abs=0.05)
     assert evaluate(best, data=synthetic_root, out=tmp_path / "r", device="cuda", tta="flip").tta == "flip"
+
+
+def test_normalization_histogram_is_exact():
+    from facelib.train import _normalization
+
+    generator = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (70, 9, 11, 3), dtype=torch.uint8, generator=generator)
+    pixels = images.reshape(-1, 3).double()
+    expected = ([round(float(v), 2) for v in pixels.mean(0)], [round(float(v), 2) for v in pixels.std(0, correction=0)])
+    assert _normalization(images) == expected
+    assert _normalization([image.numpy() for image in images]) == expected  # mixed-size path (a list)
+
+
+def test_finished_run_without_its_checkpoint_is_trained_again_when_asked(quick_run, tmp_path):
+    results, checkpoints = tmp_path / "results", tmp_path / "checkpoints"
+    shutil.copytree(quick_run["base"] / "results", results)
+    shutil.copytree(quick_run["base"] / "checkpoints", checkpoints)
+    best = checkpoints / quick_run["key"] / "best.pt"
+    best.unlink()
+    kept = train(quick_run["config_object"], out=results, checkpoints=checkpoints, progress=False)
+    assert kept["best"] == quick_run["best"] and not best.exists()  # the cache answers as before
+    again = train(quick_run["config_object"], out=results, checkpoints=checkpoints, progress=False,
+                  require_checkpoint=True)  # fmt: skip
+    assert best.exists() and again["finished"] and again["key"] == quick_run["key"]
+    assert again["best"]["mIoU"] == pytest.approx(quick_run["best"]["mIoU"], abs=1e-6)  # same seed, same CPU

@@ -1,0 +1,371 @@
+"""What the report's notebooks call: a `Report` (profile, data, output folders) that trains or finds each
+table row's run in the run cache, writes tables and figures with their provenance, and the table builders.
+
+Tables 1-2 average the final four validation points of each run, as the reference did; Table 4 takes each
+run's best checkpoint (by validation mF1), as the reference did.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from facelib.errors import ReportError
+from facelib.profiles import REFERENCE_TABLE4, get_profile
+from facelib.train import TrainConfig
+
+HEADLINE = ("mIoU", "mF1", "mFscore_ref", "per_image_F")
+FINAL_POINTS = 4  # validation points averaged for Tables 1-2, as the reference did
+
+
+@dataclass
+class Run:
+    """One finished training run: its label in a table, config, stored summary and per-interval metrics."""
+
+    label: str
+    config: TrainConfig
+    summary: dict[str, Any]
+    metrics: pd.DataFrame
+    trained_now: bool = False
+
+    @property
+    def key(self) -> str:
+        return self.summary["key"]
+
+    @property
+    def checkpoint(self) -> Path:
+        return Path(self.summary["checkpoint_dir"]) / "best.pt"
+
+    @property
+    def validations(self) -> pd.DataFrame:
+        return self.metrics.dropna(subset=["mIoU"]).reset_index(drop=True)
+
+    def final_mean(self, points: int = FINAL_POINTS) -> dict[str, float]:
+        """Mean of the headline metrics over the last `points` validations."""
+        tail = self.validations.tail(points)
+        return {name: float(tail[name].mean()) for name in HEADLINE}
+
+    def trend(self, points: int = FINAL_POINTS) -> float | None:
+        """Mean mF1 of the final `points` validations minus that of the `points` before (None: too few)."""
+        values = self.validations["mF1"]
+        if len(values) < 2 * points:
+            return None
+        return float(values.iloc[-points:].mean() - values.iloc[-2 * points : -points].mean())
+
+
+class Report:
+    """The state one notebook shares with facelib: profile, data, where runs, tables and figures go.
+
+    `device`: where missing runs train ("auto": CUDA when present). A profile meant for a GPU refuses to train
+    a missing run on a CPU unless `device="cpu"` is asked for explicitly, so assembling a GPU report on a
+    laptop never starts hours of training by accident. `train_missing=False` refuses to train at all.
+    """
+
+    def __init__(
+        self,
+        profile: str,
+        data: str | None = None,
+        device: str = "auto",
+        results: str | Path = "results",
+        checkpoints: str | Path = "checkpoints",
+        notebook: str = "",
+        train_missing: bool = True,
+    ) -> None:
+        from facelib.data import discover, keep_decoded
+
+        keep_decoded(True)
+        self.profile = get_profile(profile)
+        self.data, self.device, self.notebook, self.train_missing = data, device, notebook, train_missing
+        self.results, self.checkpoints = Path(results), Path(checkpoints)
+        self.out = self.results / self.profile.name
+        self.dataset = discover(data)
+        self.runs: list[Run] = []
+
+    # --- runs ------------------------------------------------------------------------------------------
+
+    def config(self, table: str, **row: Any) -> TrainConfig:
+        return self.profile.config(table, self.data, self.device, **row)
+
+    def run(self, table: str, label: str, want_checkpoint: bool = False, **row: Any) -> Run:
+        """The finished run of one table row: from the run cache, or trained now (see the class note).
+
+        `want_checkpoint`: a cached run whose best.pt is not here is trained again, where this machine may
+        train (the run folder is committed, checkpoints are not); elsewhere it is used without one."""
+        from facelib.train import identify, run_key, train
+
+        config = self.config(table, **row)
+        key = run_key(config, identify(config, self.results).fingerprint)
+        summary_file = self.results / "runs" / key / "summary.json"
+        cached = summary_file.exists() and json.loads(summary_file.read_text()).get("finished")
+        retrain = bool(cached) and want_checkpoint and self.refusal() is None and not self._has_weights(key)
+        if not cached and self.refusal():
+            raise ReportError(f"run {key} ({label}) is not in the run cache {self.results / 'runs'}: {self.refusal()}")
+        summary = train(config, self.results, self.checkpoints, progress=False, require_checkpoint=retrain)
+        if not summary["finished"]:
+            raise ReportError(f"run {key} ({label}) stopped at iteration {summary['iterations_done']}")
+        metrics = pd.read_csv(Path(summary["run_dir"]) / "metrics.csv")
+        trained = not cached or (retrain and (self.checkpoints / key / "best.pt").exists())
+        run = Run(label, config, summary, metrics, trained_now=trained)
+        state = f"trained in {summary['train_wall_s']:.0f} s" if trained else "found in the run cache"
+        print(f"{label}: run {key} {state}")
+        self.runs.append(run)
+        return run
+
+    def refusal(self) -> str | None:
+        """Why this report may not train a missing run here, or None when it may."""
+        from facelib.infer import resolve_device
+
+        if not self.train_missing:
+            return "this report was asked to use cached runs only"
+        if self.profile.device == "cuda" and self.device != "cpu" and resolve_device(self.device).type != "cuda":
+            return (
+                f"profile {self.profile.name} trains on a GPU and none is here. Run `facelib report --profile "
+                f"{self.profile.name}` on a GPU machine, or pass --device cpu to train here anyway (slow)"
+            )
+        return None
+
+    def _has_weights(self, key: str) -> bool:
+        return (self.checkpoints / key / "best.pt").exists() or self.shipped_weights(key) is not None
+
+    def shipped_weights(self, key: str) -> Path | None:
+        """A weights file committed under RESULTS/models/ that was made by run `key`, if there is one."""
+        from facelib.infer import load_checkpoint
+
+        for path in sorted((self.results / "models").glob("*.pt")):
+            if load_checkpoint(path).get("run_key") == key:
+                return path
+        return None
+
+    def checkpoint(self, run: Run) -> Path:
+        """The best checkpoint of a run: from checkpoints/, else shipped weights; an error names both places."""
+        if run.checkpoint.exists():
+            return run.checkpoint
+        shipped = self.shipped_weights(run.key)
+        if shipped is None:
+            raise ReportError(
+                f"no checkpoint for run {run.key} ({run.label}): neither {run.checkpoint} nor weights made by that "
+                f"run under {self.results / 'models'}; train it here (facelib train) or bring its best.pt"
+            )
+        return shipped
+
+    def split(self):
+        """The train/val split the profile's runs use."""
+        from facelib.data import load_or_make_split
+        from facelib.train import TrainConfig
+
+        fraction = self.profile.common.get("val_fraction", TrainConfig.val_fraction)
+        return load_or_make_split(self.dataset, out=self.results, val_fraction=fraction)[0]
+
+    def pairs(self, stems: Sequence[str]) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        """Decoded photos and masks of the given stems (for figures)."""
+        from facelib.data import read_image
+        from facelib.labels import read_mask
+
+        samples = self.dataset.by_stem(stems)
+        return [read_image(s.image) for s in samples], [read_mask(s.mask) for s in samples]
+
+    def table_runs(self, table: str, field: str, values: Sequence[Any], **fixed: Any) -> list[Run]:
+        """One run per value of `field` (e.g. augment over the augmentation presets)."""
+        return [self.run(table, str(value), **{field: value}, **fixed) for value in values]
+
+    # --- outputs ---------------------------------------------------------------------------------------
+
+    def note(self, runs: Sequence[Run] = ()) -> str:
+        """The provenance paragraph under a table: profile, data, where the runs were trained, who assembled it."""
+        from facelib.outputs import provenance
+
+        parts = [f"Profile `{self.profile.name}`."]
+        if runs:
+            devices = sorted({r.summary["device"].split(";")[0].split(" (CUDA")[0] for r in runs})
+            commits = sorted({r.summary["commit"] for r in runs})
+            dates = sorted(r.summary["written_at"] for r in runs)
+            parts.append(
+                f"Runs ({', '.join(r.key for r in runs)}) trained on {'; '.join(devices)} at commit(s) "
+                f"{', '.join(commits)}, {dates[0]} to {dates[-1]}."
+            )
+        command = f"facelib report --profile {self.profile.name}" + (
+            f" (notebook {self.notebook})" if self.notebook else ""
+        )
+        data = f"{self.dataset.name} ({len(self.dataset.samples)} pairs)"
+        parts.append(provenance(data, command=command))
+        return " ".join(parts)
+
+    def table(
+        self, frame: pd.DataFrame, name: str, title: str, runs: Sequence[Run] = (), explain: str = ""
+    ) -> pd.DataFrame:
+        """Write `tables/NAME.csv` and `.md` (title, table, explanation, provenance); return the frame to show."""
+        from facelib.outputs import write_table
+
+        note = (explain + "\n\n" if explain else "") + self.note(runs)
+        write_table(frame, self.out / "tables" / name, title, note, ".2f")
+        return frame
+
+    def figure(self, figure, name: str, photo: bool = False):
+        """Save `figures/NAME.png` (`.jpg` when `photo`: grids of photographs compress 6x better) and return it
+        as an image to display (embedded in the notebook's output, so the HTML page stands alone)."""
+        from IPython.display import Image
+
+        from facelib.outputs import save_figure
+
+        path = save_figure(figure, self.out / "figures" / f"{name}.{'jpg' if photo else 'png'}", dpi=100)
+        return Image(filename=str(path))
+
+    def describe(self) -> str:
+        data = f"data `{self.dataset.root}` ({self.dataset.name}, {len(self.dataset.samples)} pairs)"
+        return f"{self.profile.describe()}\n- {data}; device for missing runs: `{self.device}`"
+
+
+# --- tables --------------------------------------------------------------------------------------------
+
+
+def ablation_table(runs: Sequence[Run], row_name: str) -> pd.DataFrame:
+    """Tables 1-2: per row the iterations, the mean of the final four validations of each headline metric,
+    the best single validation, and whether validation was still improving at the end."""
+    rows = []
+    for run in runs:
+        final, trend = run.final_mean(), run.trend()
+        validations = run.validations
+        best = validations.loc[validations["mF1"].idxmax()]
+        rows.append(
+            {
+                row_name: run.label,
+                "iterations": run.config.iterations,
+                "batch": run.config.batch_size,
+                "val_points": len(validations),
+                **{f"{name} (final {FINAL_POINTS})": final[name] for name in HEADLINE},
+                "best mF1": float(best["mF1"]),
+                "best at": int(best["iteration"]),
+                "trend mF1": trend,
+                "overfitting": "n/a" if trend is None else ("yes" if trend < 0 else "no"),
+                "reference": None,
+                "train s": run.summary["train_wall_s"],
+            }
+        )
+    return pd.DataFrame(rows).set_index(row_name)
+
+
+ABLATION_EXPLAIN = (
+    f"Metrics are the mean of the final {FINAL_POINTS} validation points of each run (as the reference "
+    "averaged them). mF1 is honest (a class in the ground truth that is never predicted counts as 0); "
+    "mFscore_ref is the reference's tool's figure, which drops such classes. `trend mF1`: mean mF1 of the final "
+    f"{FINAL_POINTS} validations minus that of the {FINAL_POINTS} before; `overfitting` is `yes` when that is "
+    "negative (validation got worse while training went on: the reference's Overfitting column, defined here "
+    f"this way because its own definition is not given), `n/a` with fewer than {2 * FINAL_POINTS} validations. "
+    "`reference`: the reference's figure for the row; its Table 1-2 figures were not available to this project."
+)
+
+
+def comparison_table(runs: Sequence[Run], latency: pd.DataFrame, tta: dict[str, dict] | None = None) -> pd.DataFrame:
+    """Table 4: size and cost (from `facelib.models.profile.model_table`), training cost, and the scores of
+    each run's best checkpoint; flip-TTA scores where they were evaluated; the reference's figures."""
+    rows = []
+    for run in runs:
+        best, model = run.summary["best"], run.config.model
+        size = latency.loc[model]
+        flip = (tta or {}).get(run.key) or {}
+        reference = REFERENCE_TABLE4.get(model, {})
+        rows.append(
+            {
+                "model": model,
+                "role": size["role"],
+                "params": int(size["params"]),
+                "params_deployed": int(size["params_deployed"]),
+                "fits_cap": bool(size["fits_cap"]),
+                "GFLOPs": float(size["gflops"]),
+                "CPU ms": float(size["cpu_ms"]),
+                "iterations": run.config.iterations,
+                "batch": run.config.batch_size,
+                "best at": best["iteration"],
+                **{name: best[name] for name in HEADLINE},
+                "aAcc": best["aAcc"],
+                "mIoU flip-TTA": flip.get("mIoU"),
+                "mF1 flip-TTA": flip.get("mF1"),
+                "train s": run.summary["train_wall_s"],
+                "train images/s": run.summary["images_per_s"],
+                "reference mIoU": reference.get("mIoU"),
+                "reference mFscore": reference.get("mFscore"),
+            }
+        )
+    return pd.DataFrame(rows).set_index("model")
+
+
+def per_class_table(runs: Sequence[Run]) -> pd.DataFrame:
+    """IoU and F1 of every class at each run's best checkpoint (NaN: the class occurs in neither the
+    validation ground truth nor the prediction)."""
+    columns = {}
+    for run in runs:
+        per_class = run.summary["best"]["per_class"]
+        for metric in ("IoU", "F1"):
+            values = {name: scores[metric] for name, scores in per_class.items()}
+            columns[f"{run.label} {metric}"] = pd.Series(values, dtype=float)
+    frame = pd.DataFrame(columns)
+    frame.index.name = "class"
+    return frame
+
+
+def widths_table() -> pd.DataFrame:
+    """Table 3: the BiSeNetV2 builds' widths (from the registry) and the parameter counts they give."""
+    from facelib.models import MODELS, build_model, fits_cap, parameter_breakdown
+    from facelib.models.bisenetv2 import BiSeNetV2
+
+    defaults = {n: p.default for n, p in inspect.signature(BiSeNetV2.__init__).parameters.items()}
+    rows = []
+    for name, spec in MODELS.items():
+        if not name.startswith("bisenetv2"):
+            continue
+        widths = {**defaults, **getattr(spec.builder, "keywords", {})}
+        counts = parameter_breakdown(build_model(name))
+        rows.append(
+            {
+                "model": name,
+                "role": spec.role,
+                "detail": "-".join(map(str, widths["detail_channels"])),
+                "semantic": "-".join(map(str, widths["semantic_channels"])),
+                "aggregation": widths["bga_channels"],
+                "decode": widths["decode_channels"],
+                "auxiliary": "-".join(map(str, widths["aux_channels"])),
+                **{k: counts[k] for k in ("backbone", "decode_head", "aux_heads", "deployed", "total")},
+                "fits_cap": fits_cap(counts),
+                "fits_cap_deployed": fits_cap(counts, "deployed"),
+            }
+        )
+    return pd.DataFrame(rows).set_index("model")
+
+
+def best_run(runs: Sequence[Run]) -> Run:
+    """The run whose best checkpoint has the highest validation mF1."""
+    return max(runs, key=lambda r: r.summary["best"]["mF1"])
+
+
+def tta_scores(report: Report, run: Run, tta: str) -> dict[str, float] | None:
+    """Validation scores of a run's best checkpoint under a TTA mode: read from the run folder when evaluated
+    before, else evaluated now (when the checkpoint is here) and stored there; None when neither."""
+    from facelib.infer import evaluate, save_evaluation
+
+    stored = report.results / "runs" / run.key / f"eval-val-tta_{tta}.json"
+    if stored.exists():
+        content = json.loads(stored.read_text())
+        return {name: content[name] for name in (*HEADLINE, "aAcc")}
+    try:
+        checkpoint = report.checkpoint(run)
+    except ReportError:
+        return None
+    result = evaluate(checkpoint, report.data, "val", tta, out=report.results, device=report.device)
+    save_evaluation(result, checkpoint, report.data, "val", report.results)
+    return result.summary
+
+
+def round_frame(frame: pd.DataFrame, digits: int = 2) -> pd.DataFrame:
+    """Rounded for display (the CSV keeps full precision)."""
+    return frame.apply(lambda c: c.round(digits) if c.dtype.kind == "f" else c)
+
+
+def confusion_matrix(run: Run) -> np.ndarray:
+    return np.asarray(run.summary["best"]["confusion"], dtype=np.int64)
