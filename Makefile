@@ -14,10 +14,11 @@ $(STAMP): pyproject.toml constraints.txt
 
 install: $(STAMP)
 
-# Until the notebook series exists: dataset statistics and the left/right label audit.
+# The notebook series in the smoke profile (CPU, a few minutes) on $$FACELIB_DATA, else the synthetic faces:
+# results/smoke/{notebooks,html,tables,figures,README.md}. Other profiles: facelib report --profile gpu-short.
+PROFILE ?= smoke
 report: install
-	$(BIN)/facelib stats
-	$(BIN)/facelib audit
+	$(BIN)/facelib report --profile $(PROFILE)
 
 lint: install
 	$(BIN)/ruff check .

@@ -1,0 +1,229 @@
+"""The notebook series and its runner: notebooks in git carry no outputs and start with a literal parameters
+cell; profiles are valid; the table builders; a failing notebook is named with its cell; and the whole series
+executed in the smoke profile (on the real data when FACELIB_DATA is set, as in CI) writes every table,
+figure and page."""
+
+from __future__ import annotations
+
+import ast
+import os
+from pathlib import Path
+
+import nbformat
+import pandas as pd
+import pytest
+
+from facelib.cli import main
+from facelib.errors import ConfigError, ReportError
+from facelib.experiments import Run, ablation_table, widths_table
+from facelib.labels import CLASS_NAMES
+from facelib.profiles import AUGMENTATION_ROWS, LOSS_ROWS, PROFILES, get_profile
+from facelib.runner import NOTEBOOKS, default_notebooks_dir, run_report, select
+from facelib.train import TrainConfig
+
+NOTEBOOK_DIR = default_notebooks_dir()
+
+
+@pytest.mark.parametrize("name", NOTEBOOKS)
+def test_notebook_in_git_has_no_outputs_and_a_literal_parameters_cell(name):
+    book = nbformat.read(NOTEBOOK_DIR / f"{name}.ipynb", as_version=4)
+    nbformat.validate(book)
+    code = [cell for cell in book.cells if cell.cell_type == "code"]
+    assert all(cell.outputs == [] and cell.execution_count is None for cell in code), f"{name} has outputs"
+    parameters = code[0]
+    assert "parameters" in parameters.metadata.get("tags", []), f"{name}: first code cell is not tagged"
+    names = set()
+    for statement in ast.parse(parameters.source).body:  # plain literals only: papermill injects after it
+        assert isinstance(statement, ast.Assign), f"{name}: {ast.unparse(statement)} is not an assignment"
+        ast.literal_eval(statement.value)
+        names |= {target.id for target in statement.targets}
+    assert names == {"profile", "data", "device", "results", "checkpoints", "train_missing", "notebook"}
+    assert f'notebook = "{name}"' in parameters.source
+    assert book.cells[0].cell_type == "markdown" and book.cells[0].source.startswith(f"# {name[:2]} ")
+
+
+def test_notebook_folder_holds_exactly_the_series():
+    assert sorted(p.stem for p in NOTEBOOK_DIR.glob("*.ipynb")) == list(NOTEBOOKS)
+
+
+@pytest.mark.parametrize("name", list(PROFILES))
+def test_every_row_of_every_profile_is_a_valid_config(name):
+    profile = get_profile(name)
+    configs = [profile.config("augmentation", augment=a) for a in AUGMENTATION_ROWS]
+    configs += [profile.config("loss", loss=loss) for loss in LOSS_ROWS]
+    configs += [profile.config("comparison", model=m) for m in profile.models]
+    assert all(isinstance(c, TrainConfig) for c in configs)
+    assert len({c.to_dict()["augment"] for c in configs[: len(AUGMENTATION_ROWS)]}) == len(AUGMENTATION_ROWS)
+    assert all(c.iterations // c.val_interval >= 4 for c in configs)  # four validation points to average
+    assert profile.describe().startswith(f"**Profile `{name}`**")
+
+
+def test_profiles_match_their_purpose():
+    smoke, short, full = (get_profile(n) for n in ("smoke", "gpu-short", "full"))
+    assert smoke.config("comparison").crop_size <= 128 and smoke.config("loss").iterations < 100
+    assert short.config("comparison").crop_size == full.config("comparison").crop_size == 512
+    reference = full.config("comparison")
+    assert (reference.batch_size, reference.iterations, reference.val_interval) == (8, 24_000, 500)
+    assert {full.config("augmentation").iterations, full.config("loss").iterations} == {40_000, 80_000}
+    with pytest.raises(ConfigError, match="smoke, gpu-short, full"):
+        get_profile("tiny")
+
+
+def test_notebook_selection_by_number_or_name():
+    assert select(None) == list(NOTEBOOKS)
+    assert select("3,02") == ["02_augmentation_ablation", "03_loss_ablation"]
+    assert select(["05_inference"]) == ["05_inference"]
+    with pytest.raises(ConfigError, match="01_data_stats"):
+        select("09")
+
+
+def _fake_run(label: str, mf1: list[float]) -> Run:
+    iterations = [10 * (i + 1) for i in range(len(mf1))]
+    metrics = pd.DataFrame(
+        {
+            "iteration": iterations,
+            "train_loss": 1.0,
+            "mIoU": [v / 2 for v in mf1],
+            "mF1": mf1,
+            "mFscore_ref": mf1,
+            "per_image_F": mf1,
+        }
+    )
+    config = TrainConfig(iterations=iterations[-1], val_interval=10)
+    return Run(label, config, {"key": label, "train_wall_s": 1.0}, metrics)
+
+
+def test_ablation_table_averages_the_final_four_and_flags_falling_validation():
+    rising = _fake_run("rising", [10, 20, 30, 40, 50, 60, 70, 80])
+    falling = _fake_run("falling", [10, 80, 80, 80, 80, 40, 40, 40, 40])
+    short = _fake_run("short", [1, 2, 3, 4, 5])
+    table = ablation_table([rising, falling, short], "row")
+    assert table.loc["rising", "mF1 (final 4)"] == pytest.approx(65)
+    assert table.loc["rising", "mIoU (final 4)"] == pytest.approx(32.5)
+    assert table.loc["rising", "overfitting"] == "no" and table.loc["rising", "trend mF1"] == pytest.approx(40)
+    assert table.loc["falling", "overfitting"] == "yes" and table.loc["falling", "best at"] == 20
+    assert table.loc["short", "overfitting"] == "n/a" and table.loc["short", "val_points"] == 5
+
+
+def test_bisenetv2_widths_table_counts_parameters():
+    table = widths_table()
+    assert list(table.index) == ["bisenetv2", "bisenetv2_xs", "bisenetv2_xs_slimaux"]
+    xs = table.loc["bisenetv2_xs"]
+    assert (xs["detail"], xs["semantic"], xs["auxiliary"]) == ("32-64-96", "16-32-64-96", "16-32-64-128")
+    assert xs["deployed"] == 1_791_683 and xs["total"] == 2_152_095
+    assert table.loc["bisenetv2_xs_slimaux", "fits_cap"] and not xs["fits_cap"] and xs["fits_cap_deployed"]
+
+
+def _notebook(cells: list[str]):
+    book = nbformat.v4.new_notebook()
+    book.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    book.cells = [nbformat.v4.new_code_cell(source) for source in cells]
+    book.cells[0].metadata["tags"] = ["parameters"]
+    return book
+
+
+def test_a_failing_notebook_is_named_with_its_cell_and_kept(tmp_path, synthetic_root):
+    folder = tmp_path / "notebooks"
+    folder.mkdir()
+    parameters = 'profile = "smoke"\ndata = None\ndevice = "auto"\nresults = "r"\ncheckpoints = "c"\n'
+    nbformat.write(_notebook([parameters, "x = 1", "raise ValueError('boom in cell two')"]),
+                   folder / "01_data_stats.ipynb")  # fmt: skip
+    with pytest.raises(ReportError, match=r"01_data_stats failed in cell \d.*boom in cell two") as error:
+        run_report("smoke", synthetic_root, only="01", results=tmp_path / "results", notebooks=folder, log=print)
+    failed = tmp_path / "results" / "smoke" / "notebooks" / "01_data_stats.failed.ipynb"
+    assert str(failed) in str(error.value) and failed.exists()
+    kept = nbformat.read(failed, as_version=4)
+    assert any(o.get("ename") == "ValueError" for c in kept.cells if c.cell_type == "code" for o in c.outputs)
+    assert not list(failed.parent.glob("*.partial.ipynb")) and not (failed.parent / "01_data_stats.ipynb").exists()
+    assert main(["report", "--profile", "smoke", "--only", "01", "--notebooks", str(folder),
+                 "--data", str(synthetic_root), "--out", str(tmp_path / "results")]) == 2  # fmt: skip
+
+
+def test_cli_names_the_valid_profiles(capsys):
+    assert main(["report", "--profile", "huge"]) == 2
+    assert "valid profiles: smoke, gpu-short, full" in capsys.readouterr().err
+
+
+# --- the whole series, smoke profile ------------------------------------------------------------------
+
+FIGURES = [
+    "class_frequency.png", "palette.png", "samples.jpg", "audit_offsets.png", "augmentation_samples.jpg",
+    "table1_curves.png", "table2_curves.png", "per_class_iou.png", "table4_curves.png", "confusion_best.png",
+    "predictions_val.jpg", "predictions_test_masks.jpg", "predictions_test_overlays.jpg",
+]  # fmt: skip
+HEADLINE = ["mIoU", "mF1", "mFscore_ref", "per_image_F"]
+
+
+@pytest.fixture(scope="module")
+def smoke_data(synthetic_root) -> str:
+    """$FACELIB_DATA when set (CI: the real data), else the small synthetic set."""
+    return os.environ.get("FACELIB_DATA") or str(synthetic_root)
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory, smoke_data) -> Path:
+    """The whole series in the smoke profile, in a temporary results root."""
+    base = tmp_path_factory.mktemp("report")
+    return run_report("smoke", smoke_data, "cpu", results=base / "results", checkpoints=base / "checkpoints")
+
+
+def _table(smoke: Path, name: str) -> pd.DataFrame:
+    markdown = (smoke / "tables" / f"{name}.md").read_text()
+    assert "Profile `smoke`" in markdown and "commit" in markdown
+    return pd.read_csv(smoke / "tables" / f"{name}.csv", index_col=0)
+
+
+def test_smoke_tables_have_their_rows_and_columns(smoke):
+    profile = get_profile("smoke")
+    table1, table2 = _table(smoke, "table1_augmentation"), _table(smoke, "table2_loss")
+    assert list(table1.index) == list(AUGMENTATION_ROWS) and list(table2.index) == list(LOSS_ROWS)
+    for table in (table1, table2):
+        assert {f"{m} (final 4)" for m in HEADLINE} | {"iterations", "overfitting", "reference"} <= set(table.columns)
+        assert (table["iterations"] == profile.config("loss").iterations).all()
+        assert table[[f"{m} (final 4)" for m in HEADLINE]].notna().all().all()
+    assert list(table2["decode:aux"]) == ["1:0.4", "1:0.4", "1:0.8", "1:0.4", "1:0.4"]
+    table3 = _table(smoke, "table3_bisenetv2_widths")
+    assert list(table3.index) == ["bisenetv2", "bisenetv2_xs", "bisenetv2_xs_slimaux"]
+    table4 = _table(smoke, "table4_models")
+    assert list(table4.index) == list(profile.models)
+    expected = {"params", "GFLOPs", "CPU ms", "iterations", *HEADLINE, "reference mIoU", "mIoU flip-TTA", "train s"}
+    assert expected <= set(table4.columns)
+    assert table4.loc["bisenetv2_xs", "reference mIoU"] == 71.61
+    assert table4[[*HEADLINE, "mIoU flip-TTA"]].notna().all().all()  # checkpoints are here: TTA was evaluated
+    per_class = _table(smoke, "table4_per_class")
+    assert list(per_class.index) == list(CLASS_NAMES) and len(per_class.columns) == 2 * len(profile.models)
+    assert list(_table(smoke, "tta").index) == ["none", "flip", "multiscale"]
+    for name in ("class_stats", "rgb_stats", "class_weights", "audit_summary", "audit_flagged"):
+        assert (smoke / "tables" / f"{name}.csv").exists()
+    assert len(_table(smoke, "class_stats")) == len(CLASS_NAMES)
+
+
+def test_smoke_writes_every_figure(smoke):
+    written = {p.name for p in (smoke / "figures").iterdir()}
+    missing = set(FIGURES) - written
+    assert not missing, f"figures not written: {missing}"
+    assert all((smoke / "figures" / name).stat().st_size > 2000 for name in FIGURES)
+
+
+def test_smoke_pages_stand_alone_and_the_index_links_them(smoke):
+    index = (smoke / "html" / "index.html").read_text()
+    for name in NOTEBOOKS:
+        page = (smoke / "html" / f"{name}.html").read_text()
+        assert page.count("data:image/") >= 1, f"{name}.html embeds no image"
+        assert '<img src="' not in page.replace('<img src="data:', ""), f"{name}.html links an image file"
+        assert f'href="{name}.html"' in index
+        executed = nbformat.read(smoke / "notebooks" / f"{name}.ipynb", as_version=4)
+        tags = [c.metadata.get("tags", []) for c in executed.cells]
+        assert ["injected-parameters"] in tags and all(
+            c.execution_count for c in executed.cells if c.cell_type == "code"
+        )
+    readme = (smoke / "README.md").read_text()
+    assert readme.count("Profile `smoke`") >= 1 + len(list((smoke / "tables").glob("*.md")))
+    assert "Table 4: models" in readme and "trained on CPU" in readme
+
+
+def test_smoke_report_reuses_the_run_cache(smoke, smoke_data):
+    before = _table(smoke, "table1_augmentation")
+    run_report("smoke", smoke_data, "cpu", only="02", results=smoke.parent,
+               checkpoints=smoke.parent.parent / "checkpoints", cached_only=True)  # fmt: skip
+    pd.testing.assert_frame_equal(before, _table(smoke, "table1_augmentation"))
