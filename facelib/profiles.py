@@ -97,12 +97,15 @@ PROFILES: dict[str, Profile] = {
             "minutes on one H100, Tables 1-2 in another. Far fewer iterations than the reference: compare rows "
             "with each other, and with the reference only with that in mind.",
             common={"crop_size": 512, "batch_size": 16, "lr": 2e-3, "workers": 12},
-            augmentation={"iterations": 400, "val_interval": 50, "loss": "ce"},
-            loss={"iterations": 400, "val_interval": 50, "augment": "full"},
+            augmentation={"iterations": 320, "val_interval": 40, "loss": "ce"},
+            loss={"iterations": 320, "val_interval": 40, "augment": "full"},
             comparison={"iterations": 600, "val_interval": 100},
             notes=(
-                "iterations sized from the step times measured on an H200 in the engine issue (Fast-SCNN, "
-                "batch 16: 59 ms with CE, 151 ms with the composite loss); the speed issue may re-size them;",
+                "sized from steps measured on one H100 (`scripts/gpu_size_profile.py`, "
+                "results/device-checks/issue5_gpu_short_sizing.csv; batch 16 at 512: Fast-SCNN 64 ms with CE, "
+                "176 ms with the three-term loss; BiSeNetV2-XS 285 ms; LR-ASPP 79 ms; DeepLabV3+ 82 ms): about "
+                "440 s for Table 4 and 450 s for Tables 1-2 (Table 2's CE row is Table 1's `full` run), plus start-up;",
+                "the speed issue may make steps cheaper and the profile bigger;",
             ),
         ),
         Profile(

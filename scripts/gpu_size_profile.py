@@ -31,29 +31,14 @@ def main() -> None:
         config = profile.config(table, data, "auto", **row)
         probe = config.replace(iterations=iterations, val_interval=iterations // 2)
         identity = json.dumps(probe.to_dict(), sort_keys=True)
-        if identity in measured:  # the same probe as an earlier row (e.g. loss "ce" = augmentation "full")
-            found.append({**measured[identity], "table": table, "row": next(iter(row.values()))})
-            continue
-        if torch.cuda.is_available():
-            torch.cuda.reset_peak_memory_stats()
-        start = time.perf_counter()
-        summary = train(probe, out=out / "results", checkpoints=out / "checkpoints", progress=False)
-        wall = time.perf_counter() - start
-        metrics = pd.read_csv(Path(summary["run_dir"]) / "metrics.csv")
-        steady = float(metrics["images_per_s"].iloc[-1])
-        val_s = float(metrics["val_s"].mean())
-        setup = float(wall - summary["train_wall_s"] - metrics["val_s"].sum())
+        if identity not in measured:  # the same probe as an earlier row (loss "ce" = augmentation "full") is reused
+            measured[identity] = _measure(probe, out)
+        speed = measured[identity]
         points = config.iterations // config.val_interval
-        estimate = config.iterations * config.batch_size / steady + points * val_s + setup
-        found.append({
-            "table": table, "row": next(iter(row.values())), "batch": config.batch_size, "crop": config.crop_size,
-            "steady images/s": round(steady, 1), "step ms": round(1000 * config.batch_size / steady, 1),
-            "data wait": round(float(metrics["data_wait_share"].iloc[-1]), 3), "val s": round(val_s, 2),
-            "setup s": round(setup, 1), "peak GiB": round(torch.cuda.max_memory_allocated() / 2**30, 2)
-            if torch.cuda.is_available() else None,
-            "profile iterations": config.iterations, "estimated s at profile size": round(estimate, 0),
-        })  # fmt: skip
-        measured[identity] = found[-1]
+        estimate = config.iterations * config.batch_size / speed["steady images/s"] + points * speed["val s"]
+        found.append({"table": table, "row": next(iter(row.values())), "batch": config.batch_size,
+                      "crop": config.crop_size, **speed, "profile iterations": config.iterations,
+                      "estimated s at profile size": round(estimate + speed["setup s"])})  # fmt: skip
         print(found[-1], flush=True)
     frame = pd.DataFrame(found)
     print(frame.to_string(index=False))
@@ -62,10 +47,31 @@ def main() -> None:
         total = part["estimated s at profile size"].sum()
         if table == "augmentation":  # 6 rows: CE step, data cost between baseline and full
             total = part["estimated s at profile size"].mean() * 6
-        if table == "loss":  # aux08 costs what wce_lovasz costs
+        if table == "loss":  # aux08 costs what wce_lovasz costs; "ce" is Table 1's "full" run when the two agree
             total += float(part.loc[part.row == "wce_lovasz", "estimated s at profile size"].iloc[0])
+            same = profile.config("loss", data, loss="ce") == profile.config("augmentation", data, augment="full")
+            total -= float(part.loc[part.row == "ce", "estimated s at profile size"].iloc[0]) if same else 0.0
         print(f"{table}: estimated {total:.0f} s for the whole table at profile size")
     frame.to_csv(out / "sizing.csv", index=False)
+
+
+def _measure(probe, out: Path) -> dict[str, float | None]:
+    """Train the probe; its steady images/s (last logged window), data wait, validation and setup seconds."""
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
+    start = time.perf_counter()
+    summary = train(probe, out=out / "results", checkpoints=out / "checkpoints", progress=False)
+    wall = time.perf_counter() - start
+    metrics = pd.read_csv(Path(summary["run_dir"]) / "metrics.csv")
+    steady = float(metrics["images_per_s"].iloc[-1])
+    return {
+        "steady images/s": round(steady, 1),
+        "step ms": round(1000 * probe.batch_size / steady, 1),
+        "data wait": round(float(metrics["data_wait_share"].iloc[-1]), 3),
+        "val s": round(float(metrics["val_s"].mean()), 2),
+        "setup s": round(float(wall - summary["train_wall_s"] - metrics["val_s"].sum()), 1),
+        "peak GiB": round(torch.cuda.max_memory_allocated() / 2**30, 2) if torch.cuda.is_available() else None,
+    }
 
 
 if __name__ == "__main__":
