@@ -357,6 +357,12 @@ class SegmentationDataset(torch.utils.data.Dataset):
             out = self.transform(image=image, mask=mask)
             image, mask = out["image"], out["mask"]
         if not isinstance(image, torch.Tensor):
-            image = torch.from_numpy(np.ascontiguousarray(image).transpose(2, 0, 1)).float()
-        mask = mask if isinstance(mask, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(mask))
+            image = torch.from_numpy(_writable(image).transpose(2, 0, 1)).float()
+        mask = mask if isinstance(mask, torch.Tensor) else torch.from_numpy(_writable(mask))
         return image, mask.long()
+
+
+def _writable(array: np.ndarray) -> np.ndarray:
+    """Contiguous and writable (torch refuses read-only arrays, such as kept decoded files), copying only then."""
+    array = np.ascontiguousarray(array)
+    return array if array.flags.writeable else array.copy()

@@ -94,6 +94,7 @@ def run_report(
                 cwd=str(source),
                 progress_bar=False,
                 log_output=False,
+                extra_arguments=["--IPKernelApp.log_level=ERROR"],  # not its TCP-without-encryption warning
             )
         except PapermillExecutionError as error:
             if partial.exists():
@@ -153,13 +154,15 @@ def write_index(out: Path, profile: str) -> Path:
         for p in pages
         if (out / "notebooks" / f"{p.stem}.ipynb").exists()
     )
-    description = html.escape(get_profile(profile).describe()).replace("\n", "<br>\n")
+    from nbconvert.filters.markdown import markdown2html
+
+    description = markdown2html(get_profile(profile).describe())
     date = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
     page = f"""<!DOCTYPE html>
 <html><head><meta charset="utf-8"><title>facelib report: {profile}</title>
 <style>body {{ font-family: sans-serif; max-width: 60em; margin: 2em auto; line-height: 1.5; }}</style></head>
 <body><h1>facelib report: profile {html.escape(profile)}</h1>
-<p>{description}</p>
+{description}
 <ol>
 {items}
 </ol>
@@ -190,7 +193,7 @@ def write_readme(out: Path, profile: str, parameters: dict) -> Path:
             continue
         lines.append(f"| {_notebook_title(notebook)} | `notebooks/{notebook.name}` | `html/{notebook.stem}.html` |")
     lines += ["", "## Tables", ""]
-    for table in sorted((out / "tables").glob("*.md")):
+    for table in sorted((out / "tables").glob("*.md"), key=lambda p: p.stat().st_mtime):  # notebook order
         text = table.read_text(encoding="utf-8").strip().splitlines()
         provenance = next((line for line in reversed(text) if line.startswith("Profile `")), "")
         lines += [f"### {_title(text[0]) if text else table.stem}", "", f"`tables/{table.name}` (+ `.csv`).", ""]

@@ -499,7 +499,7 @@ def train(
     )
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if cuda and config.amp else contextlib.nullcontext()
 
-    from tqdm.auto import tqdm
+    from tqdm import tqdm  # plain text bar: tqdm.auto warns in notebooks without ipywidgets
 
     bar = tqdm(total=config.iterations, initial=start, disable=not (progress and procs.main), desc=key)
     last_miou = next((row["mIoU"] for row in reversed(history) if "mIoU" in row), float("nan"))

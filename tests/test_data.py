@@ -165,3 +165,18 @@ def test_kept_decoded_files_are_read_once_and_read_again_when_changed(dataset_co
     finally:
         data_module.keep_decoded(False)
     assert not data_module.DECODED.items
+
+
+def test_kept_decoded_files_give_writable_tensors_without_warnings(synthetic_root):
+    import warnings
+
+    import facelib.data as data_module
+
+    data_module.keep_decoded(True)
+    try:
+        dataset = SegmentationDataset(discover(synthetic_root).samples[:2], image_only=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            dataset[0], dataset[0]  # the second read comes from the kept (read-only) arrays
+    finally:
+        data_module.keep_decoded(False)
