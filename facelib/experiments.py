@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +21,9 @@ import pandas as pd
 from facelib.errors import ReportError
 from facelib.profiles import REFERENCE_TABLE4, get_profile
 from facelib.train import TrainConfig
+
+# smp and timm import tqdm.auto, which warns in a notebook kernel without ipywidgets; facelib draws no widget bars.
+warnings.filterwarnings("ignore", message="IProgress not found")
 
 HEADLINE = ("mIoU", "mF1", "mFscore_ref", "per_image_F")
 FINAL_POINTS = 4  # validation points averaged for Tables 1-2, as the reference did
