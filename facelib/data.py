@@ -186,7 +186,9 @@ def make_split(stems: Sequence[str], val_fraction: float = 0.2, seed: int = 0) -
 DEFAULT_VAL_FRACTION = 0.2
 
 
-def split_path(dataset: FaceDataset, out: str | Path = "results", seed: int = 0, val_fraction: float = 0.2) -> Path:
+def split_path(
+    dataset: FaceDataset, out: str | Path = "results", seed: int = 0, val_fraction: float = DEFAULT_VAL_FRACTION
+) -> Path:
     """OUT/splits/NAME-seedSEED.json for the default 20% validation share, else ...-valFRACTION.json."""
     fraction = "" if val_fraction == DEFAULT_VAL_FRACTION else f"-val{val_fraction:g}"
     return Path(out) / "splits" / f"{dataset.name}-seed{seed}{fraction}.json"
