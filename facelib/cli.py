@@ -112,7 +112,7 @@ def _train_config(args: argparse.Namespace):
         "batch_size": args.batch_size, "lr": args.lr, "weight_decay": args.weight_decay, "schedule": args.schedule,
         "warmup_fraction": args.warmup_fraction, "val_interval": args.val_interval, "seed": args.seed,
         "crop_size": args.crop_size, "device": args.device, "workers": args.workers, "data": args.data,
-        "corrected_labels": args.corrected_labels, "amp": args.amp,
+        "corrected_labels": args.corrected_labels, "amp": args.amp, "compile": args.compile,
     }  # fmt: skip
     for option, key in ((args.overrides, "model_overrides"), (args.loss, "loss")):
         if option and option.lstrip().startswith("{"):
@@ -171,9 +171,61 @@ def _predict(args: argparse.Namespace) -> list[Path]:
     from facelib.infer import predict
 
     checkpoint = _checkpoint_path(args.checkpoint)
-    written = predict(checkpoint, args.inputs, args.out, overlay=args.overlay, tta=args.tta, device=args.device)
+    written = predict(checkpoint, args.inputs, args.out, overlay=args.overlay, tta=args.tta, device=args.device,
+                      backend=args.backend)  # fmt: skip
     print(f"{sum(p.suffix == '.png' for p in written)} masks written to {args.out}")
     return written
+
+
+def _export(args: argparse.Namespace) -> list[Path]:
+    from facelib.export import calibration_batches, export_checkpoint, onnx_metadata, quantize_int8
+
+    checkpoint = _checkpoint_path(args.checkpoint)
+    target, parity = export_checkpoint(checkpoint, args.onnx, check=not args.no_check)
+    if parity is not None:
+        print(f"{target}: ONNX Runtime vs PyTorch on random inputs: max |logit diff| {parity.max_abs_diff:.2e}, "
+              f"argmax agreement {100 * parity.argmax_agreement:.3f}%")  # fmt: skip
+    written = [target]
+    if args.int8:
+        metadata = onnx_metadata(target)
+        batches = calibration_batches(metadata, args.data, args.calibration_images, args.out)
+        int8 = target.with_name(target.stem + "_int8.onnx")
+        described = f"{len(batches)} training images of {args.data or 'the default data'} (MinMax, QDQ, per channel)"
+        written.append(quantize_int8(target, int8, batches, described))
+        print(f"{int8}: int8, calibrated on {described}; `facelib eval {int8}` measures its accuracy")
+    return written
+
+
+def _bench(args: argparse.Namespace) -> list[Path]:
+    from facelib.bench import INFER_BACKENDS, bench_infer, bench_train, write_bench
+
+    if args.target == "train":
+        changes = {"model": args.model, "device": args.device, "crop_size": args.crop, "batch_size": args.batch,
+                   "workers": args.workers, "loss": args.loss, "augment": args.augment, "data": args.data,
+                   "amp": args.amp, "compile": args.compile}  # fmt: skip
+        from facelib.train import TrainConfig
+
+        config = TrainConfig(**{k: v for k, v in changes.items() if v is not None})
+        table = bench_train(config, args.steps, args.warmup, args.out)
+        device = "cpu" if table["device"].iloc[0].startswith("cpu") else "cuda"
+        stem = f"train_{config.model}_{device}_{config.crop_size}px_b{config.batch_size}_{table['loss'].iloc[0]}"
+        stem += "_compiled" if config.compile else ""
+        title = f"Training throughput: {config.model}, batch {config.batch_size} at {config.crop_size}px"
+    else:
+        backends = tuple(args.backends.split(",")) if args.backends else INFER_BACKENDS
+        table = bench_infer(args.model, args.checkpoint, args.threads, args.size, args.batch, args.repeats,
+                            backends=backends, data=args.data, out=args.out, onnx_dir=args.keep_onnx)  # fmt: skip
+        name = table["model"].iloc[0]
+        weights = "trained" if args.checkpoint else "untrained"
+        stem = f"infer_{name}_{weights}_{args.size}px_t{args.threads}_b{args.batch}"
+        title = f"CPU inference latency: {name} ({weights}), {args.size}px, batch {args.batch}, {args.threads} threads"
+    shown = [c for c in SHOWN_BENCH_COLUMNS if c in table.columns]
+    print(table[shown].reset_index().to_string(index=False, float_format="{:.4g}".format))
+    return write_bench(table, stem, title, args.out)
+
+
+SHOWN_BENCH_COLUMNS = ("status", "images_per_s", "ms_per_batch", "median_ms", "p90_ms", "data_wait_share",
+                       "peak_memory_gib", "lovasz_share_of_step", "argmax_agreement", "max_abs_logit_diff")  # fmt: skip
 
 
 def _report(args: argparse.Namespace) -> list[Path]:
@@ -247,6 +299,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--corrected-labels", action="store_true", default=None,
                        help="train on the audit's corrected left/right labels")  # fmt: skip
     train.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None, help="bf16 autocast on CUDA")
+    train.add_argument("--compile", action="store_true", default=None, help="torch.compile the model for training")
     train.add_argument("--stop-after", type=int, help="stop after this many iterations, leaving a resumable run")
     train.add_argument("--time-limit", type=float, help="stop at the first checkpoint after this many seconds")
     train.add_argument("--out", default="results", help="results folder (default: results)")
@@ -254,7 +307,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.set_defaults(run=_train)
 
     evaluate = commands.add_parser("eval", help="evaluate a checkpoint on the validation split")
-    evaluate.add_argument("checkpoint", help="a checkpoint file, a run folder, or a run key")
+    evaluate.add_argument("checkpoint", help="a checkpoint file, a run folder, a run key, or an exported .onnx file")
     evaluate.add_argument("--data", help=DATA_HELP)
     evaluate.add_argument("--split", default="val", choices=["val", "train"])
     evaluate.add_argument("--tta", default="none", choices=["none", "flip", "multiscale"])
@@ -266,12 +319,57 @@ def build_parser() -> argparse.ArgumentParser:
 
     predict = commands.add_parser("predict", help="parse face photos: palette PNG masks, optional overlays")
     predict.add_argument("inputs", nargs="+", help="image files or folders")
-    predict.add_argument("--checkpoint", required=True, help="a checkpoint file, a run folder, or a run key")
+    predict.add_argument("--checkpoint", required=True,
+                         help="a checkpoint file, a run folder, a run key, or an exported .onnx file")  # fmt: skip
     predict.add_argument("--out", default="predictions", help="output folder (default: predictions)")
     predict.add_argument("--overlay", action="store_true", help="also write OUT/overlays/STEM.jpg")
     predict.add_argument("--tta", default="none", choices=["none", "flip", "multiscale"])
     predict.add_argument("--device", default="auto")
+    predict.add_argument("--backend", default="auto", choices=["auto", "torch", "onnx"],
+                         help="torch (a .pt checkpoint) or onnx (an exported .onnx file, ONNX Runtime on the CPU); "
+                         "auto (default): by the file's suffix")  # fmt: skip
     predict.set_defaults(run=_predict)
+
+    export = commands.add_parser("export", help="export a checkpoint to ONNX (metadata: preprocessing, labels)")
+    export.add_argument("checkpoint", help="a checkpoint file, a run folder, or a run key")
+    export.add_argument("--onnx", required=True, metavar="OUT.onnx", help="the ONNX file to write")
+    export.add_argument("--int8", action="store_true",
+                        help="also write OUT_int8.onnx: ONNX Runtime static quantization calibrated on training images")  # fmt: skip
+    export.add_argument("--calibration-images", type=int, default=32, help="training images for int8 (default 32)")
+    export.add_argument("--data", help=DATA_HELP + " (the int8 calibration images)")
+    export.add_argument("--no-check", action="store_true", help="skip the ONNX Runtime vs PyTorch comparison")
+    export.add_argument("--out", default="results", help="results folder holding the split files (default: results)")
+    export.set_defaults(run=_export)
+
+    bench = commands.add_parser("bench", help="measure speed: training throughput or inference latency")
+    targets = bench.add_subparsers(dest="target", required=True, metavar="WHAT")
+    bench_train = targets.add_parser("train", help="images/s of the data pipeline, the training step and the loop")
+    bench_train.add_argument("--model", default="fastscnn", help="registered model name (default: fastscnn)")
+    bench_train.add_argument("--device", default="auto", help="auto (default), cpu, cuda")
+    bench_train.add_argument("--crop", type=int, default=512, help="training crop side (default: 512)")
+    bench_train.add_argument("--batch", type=int, default=16, help="batch size (default: 16)")
+    bench_train.add_argument("--workers", type=int, help="DataLoader workers (default: the TrainConfig default)")
+    bench_train.add_argument("--loss", help="loss preset (default: wce_lovasz_dice, the composite loss)")
+    bench_train.add_argument("--augment", help="augmentation preset (default: full)")
+    bench_train.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None, help="bf16 autocast on CUDA")
+    bench_train.add_argument("--compile", action="store_true", default=None, help="torch.compile the model")
+    bench_train.add_argument("--steps", type=int, default=20, help="timed batches per stage (default: 20)")
+    bench_train.add_argument("--warmup", type=int, default=5, help="untimed batches first (default: 5)")
+    bench_train.add_argument("--data", help=DATA_HELP)
+    bench_train.add_argument("--out", default="results", help="results folder: writes OUT/bench/ (default: results)")
+    bench_infer = targets.add_parser("infer", help="CPU latency per backend: eager, compile, ONNX fp32 and int8")
+    which = bench_infer.add_mutually_exclusive_group(required=True)
+    which.add_argument("--model", help="a registered model name (untrained weights)")
+    which.add_argument("--checkpoint", help="a checkpoint file (trained weights)")
+    bench_infer.add_argument("--threads", type=int, default=2, help="CPU threads (default: 2)")
+    bench_infer.add_argument("--size", type=int, default=512, help="square input side (default: 512)")
+    bench_infer.add_argument("--batch", type=int, default=1, help="images per call (default: 1)")
+    bench_infer.add_argument("--repeats", type=int, default=30, help="timed calls per backend (default: 30)")
+    bench_infer.add_argument("--backends", help="comma-separated subset of eager,compile,onnx_fp32,onnx_int8")
+    bench_infer.add_argument("--keep-onnx", metavar="DIR", help="keep the exported ONNX files in DIR")
+    bench_infer.add_argument("--data", help=DATA_HELP + " (inputs and int8 calibration)")
+    bench_infer.add_argument("--out", default="results", help="results folder: writes OUT/bench/ (default: results)")
+    bench.set_defaults(run=_bench)
 
     report = commands.add_parser(
         "report", help="execute the notebook series with papermill and export the report (HTML, tables, figures)",

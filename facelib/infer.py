@@ -29,6 +29,7 @@ from facelib.metrics import ConfusionMatrix, Metrics
 CHECKPOINT_FORMAT = "facelib-checkpoint"
 CHECKPOINT_VERSION = 1
 TTA_MODES = ("none", "flip", "multiscale")
+BACKENDS = ("auto", "torch", "onnx")  # auto: by the file's suffix (.onnx: ONNX Runtime, else PyTorch)
 MULTISCALE = (0.75, 1.0, 1.25)
 MIRROR_CHANNELS = torch.as_tensor(SWAP_LEFT_RIGHT[:NUM_CLASSES].astype(np.int64))
 
@@ -104,6 +105,33 @@ def model_from_checkpoint(checkpoint: dict[str, Any], path: str | Path = "checkp
             f"{checkpoint['model_overrides']} ({' '.join(first[:3])[:300]})"
         ) from error
     return model.eval()
+
+
+def load_model(
+    path: str | Path, device: str = "auto", backend: str = "auto", threads: int | None = None
+) -> tuple[dict[str, Any], torch.nn.Module, torch.device]:
+    """A checkpoint (.pt, run by PyTorch) or an ONNX export (.onnx, run by ONNX Runtime on the CPU), as
+    (its description: mean, std, input_size, config, ...; a model called the same way; the device)."""
+    path = Path(path)
+    onnx = path.suffix == ".onnx"
+    if backend not in BACKENDS:
+        raise ConfigError(f"unknown backend {backend!r}; valid: {', '.join(BACKENDS)}")
+    if backend == "onnx" and not onnx:
+        raise ConfigError(
+            f"{path}: --backend onnx needs an .onnx file; make one with `facelib export {path} --onnx OUT.onnx`"
+        )
+    if backend == "torch" and onnx:
+        raise ConfigError(f"{path}: an ONNX file runs with --backend onnx (or auto), not torch")
+    if onnx:
+        from facelib.export import OnnxModel
+
+        if device not in ("auto", "cpu"):
+            raise ConfigError(f"{path}: ONNX files run on the CPU (onnxruntime's CPU provider), not on {device!r}")
+        model = OnnxModel(path, threads)
+        return model.metadata, model, torch.device("cpu")
+    content = load_checkpoint(path)
+    target = resolve_device(device)
+    return content, model_from_checkpoint(content, path).to(target), target
 
 
 # --- prediction core -------------------------------------------------------------------------------
@@ -262,7 +290,7 @@ def evaluate(
     from facelib.train import collate_eval
 
     _views(tta)
-    content = load_checkpoint(checkpoint)
+    content, model, target = load_model(checkpoint, device)
     config = content["config"]
     dataset = discover(data)
     chosen, _ = load_or_make_split(dataset, out=out, val_fraction=config["val_fraction"], seed=config["split_seed"])
@@ -276,8 +304,6 @@ def evaluate(
     size = content["input_size"]
     resize = evaluation_set.image_shapes() != {(size, size, 3)}
     evaluation_set.transform = eval_transform(size, content["mean"], content["std"], resize=resize)
-    target = resolve_device(device)
-    model = model_from_checkpoint(content, checkpoint).to(target)
     loader = torch.utils.data.DataLoader(
         evaluation_set, batch_size=batch_size, num_workers=workers, collate_fn=collate_eval
     )
@@ -296,9 +322,12 @@ def save_evaluation(
     from facelib.outputs import provenance, write_table, write_text
 
     checkpoint = Path(checkpoint)
-    key = load_checkpoint(checkpoint).get("run_key") or checkpoint.stem
+    content, _, _ = load_model(checkpoint)
+    key = content.get("run_key") or checkpoint.stem
     labels = "audit-corrected" if result.corrected_labels else "original"
     variant = f"eval-{split}-tta_{result.tta}" + ("-corrected" if result.corrected_labels else "")
+    if checkpoint.suffix == ".onnx":
+        variant += f"-onnx_{content['precision']}"
     folder = Path(out) / "runs" / key
     note = provenance(f"{data or 'default'} ({split} split, {labels} labels)") + f" Checkpoint {checkpoint}."
     record = {"checkpoint": str(checkpoint), "split": split, **result.to_dict(), "provenance": note}
@@ -334,12 +363,10 @@ def read_photo(path: str | Path) -> np.ndarray:
 class Predictor:
     """A checkpoint's model with its preprocessing: `predict(photo)` gives a class-id mask at the photo's size."""
 
-    def __init__(self, checkpoint: str | Path, device: str = "auto", tta: str = "none"):
+    def __init__(self, checkpoint: str | Path, device: str = "auto", tta: str = "none", backend: str = "auto") -> None:
         _views(tta)
         self.path = Path(checkpoint)
-        self.content = load_checkpoint(checkpoint)
-        self.device = resolve_device(device)
-        self.model = model_from_checkpoint(self.content, checkpoint).to(self.device)
+        self.content, self.model, self.device = load_model(checkpoint, device, backend)
         self.size = int(self.content["input_size"])
         self.mean = torch.tensor(self.content["mean"], dtype=torch.float32).view(1, 3, 1, 1)
         self.std = torch.tensor(self.content["std"], dtype=torch.float32).view(1, 3, 1, 1)
@@ -390,13 +417,14 @@ def predict(
     overlay: bool = False,
     tta: str = "none",
     device: str = "auto",
+    backend: str = "auto",
 ) -> list[Path]:
     """Write a palette PNG mask (the dataset's format, `<stem>.png`) for each photo, and with `overlay` a
     JPEG of the mask blended over the photo (`overlays/<stem>.jpg`); return the paths written."""
     from facelib.labels import overlay as blend
     from facelib.outputs import atomic_path
 
-    predictor = Predictor(checkpoint, device, tta)
+    predictor = Predictor(checkpoint, device, tta, backend)
     paths = photo_paths(inputs)
     stems = [p.stem for p in paths]
     twins = sorted({s for s in stems if stems.count(s) > 1})

@@ -130,3 +130,33 @@ def test_loss_is_float32_and_finite_under_bf16_autocast():
         loss = make_loss("wce_lovasz_dice")(model(image), target)
     assert loss.dtype == torch.float32 and torch.isfinite(loss)
     loss.backward()
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_batched_lovasz_has_smp_value_and_gradient(seed):
+    """facelib's one-sort Lovász equals smp's per-class loop (value and gradient), with ignored pixels and
+    classes absent from the target."""
+    from segmentation_models_pytorch.losses import LovaszLoss
+
+    from facelib.losses import LovaszSoftmax
+
+    generator = torch.Generator().manual_seed(seed)
+    logits = (3 * torch.randn(3, 7, 24, 20, generator=generator)).requires_grad_()  # smp needs float32
+    target = torch.randint(0, 5, (3, 24, 20), generator=generator)  # classes 5 and 6 never appear
+    target[torch.rand(target.shape, generator=generator) < 0.2] = IGNORE_INDEX
+    ours = LovaszSoftmax(IGNORE_INDEX)(logits, target)
+    (ours_grad,) = torch.autograd.grad(ours, logits)
+    reference = LovaszLoss(mode="multiclass", ignore_index=IGNORE_INDEX)(logits, target)
+    (reference_grad,) = torch.autograd.grad(reference, logits)
+    assert torch.allclose(ours, reference, rtol=1e-6, atol=1e-7), (ours.item(), reference.item())
+    assert torch.allclose(ours_grad, reference_grad, rtol=1e-5, atol=1e-8)
+    assert ours.item() > 0.1  # a real loss, not a degenerate zero
+
+
+def test_batched_lovasz_on_an_all_ignored_target_is_zero_with_zero_gradient():
+    from facelib.losses import LovaszSoftmax
+
+    logits = torch.randn(2, 4, 8, 8, requires_grad=True)
+    loss = LovaszSoftmax(IGNORE_INDEX)(logits, torch.full((2, 8, 8), IGNORE_INDEX))
+    loss.backward()
+    assert loss.item() == 0 and logits.grad.abs().max().item() == 0

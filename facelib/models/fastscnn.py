@@ -39,8 +39,30 @@ class PyramidPooling(nn.Module):
         self.project = conv_bn_relu(cin + len(scales) * (cin // 4), cout, 3)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        pooled = [resize(branch(x), x.shape[-2:]) for branch in self.branches]
+        exporting = torch.compiler.is_exporting() or torch.jit.is_tracing()
+        pooled = []
+        for branch in self.branches:
+            pool, convolve = branch[0], branch[1:]
+            small = adaptive_avg_pool(x, pool.output_size) if exporting else pool(x)
+            pooled.append(resize(convolve(small), x.shape[-2:]))
         return self.project(torch.cat([x, *pooled], dim=1))
+
+
+def adaptive_avg_pool(x: torch.Tensor, bins: int) -> torch.Tensor:
+    """`F.adaptive_avg_pool2d(x, bins)` written as two averaging matrices, for export: ONNX has no adaptive
+    pooling, and the exporter would otherwise fix the pooling windows to the example's size, so the graph
+    would fail (or be wrong) at any other input size. Bin i of n over L covers [floor(iL/n), ceil((i+1)L/n))."""
+
+    def averaging(length: int) -> torch.Tensor:
+        index = torch.arange(bins, device=x.device)
+        start = torch.div(index * length, bins, rounding_mode="floor")
+        stop = torch.div((index + 1) * length + bins - 1, bins, rounding_mode="floor")
+        position = torch.arange(length, device=x.device)
+        inside = (position[None] >= start[:, None]) & (position[None] < stop[:, None])
+        return inside.to(x.dtype) / (stop - start)[:, None].to(x.dtype)
+
+    rows, columns = averaging(x.shape[-2]), averaging(x.shape[-1])
+    return torch.einsum("ih,bchw,jw->bcij", rows, x, columns)
 
 
 class FastSCNNBackbone(nn.Module):

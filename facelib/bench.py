@@ -1,0 +1,319 @@
+"""Speed, measured: `facelib bench train` and `facelib bench infer`.
+
+Training: the data pipeline alone (decode cache + the run's augmentation in N workers), the training step
+alone (forward, composite loss, backward, update on one real batch kept on the device), and the real loop
+(both, as `facelib.train` runs them), each as images/s over a window after a warm-up; the loop also reports
+the share of its time spent waiting for data. When the loss has a Lovász term, the step is timed again
+without it and with smp's per-class implementation, which gives the term's share of the step.
+
+Inference: median and 90th-percentile latency per image of PyTorch eager, `torch.compile` (inductor,
+frozen weights, where it works on the machine), ONNX Runtime float32 and ONNX Runtime int8, with each
+backend's argmax agreement with eager on the same inputs.
+
+These are benchmarks, not tests; every table says which machine, libraries and commit produced it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from facelib.errors import ConfigError
+
+INFER_BACKENDS = ("eager", "compile", "onnx_fp32", "onnx_int8")
+
+
+def _timed(run: Callable[[], Any], repeats: int, warmup: int, sync: Callable[[], None]) -> list[float]:
+    """Wall time in seconds of each of `repeats` calls after `warmup` untimed ones (synchronised)."""
+    for _ in range(warmup):
+        run()
+    sync()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        run()
+        sync()
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def _sync(device: torch.device) -> Callable[[], None]:
+    return (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
+
+
+# --- training ----------------------------------------------------------------------------------------------
+
+
+def bench_train(config, steps: int = 20, warmup: int = 5, out: str | Path = "results") -> pd.DataFrame:
+    """One row per stage (data, step, loop, and the Lovász variants of step) for the run `config` describes.
+
+    The window is `steps` batches after `warmup` batches (see the comments for `data` and `loop`, whose
+    warm-ups also cover the workers' start and prefetch queue). Nothing is written to the run cache.
+    """
+    from segmentation_models_pytorch.losses import LovaszLoss
+
+    from facelib import train as engine
+    from facelib.infer import resolve_device
+    from facelib.losses import CompositeLoss, LossConfig
+
+    device = resolve_device(config.device)
+    cuda = device.type == "cuda"
+    sync = _sync(device)
+    data = engine.identify(config, out)
+    engine.load_sets(config, data)
+    batch = config.batch_size
+    if len(data.train_set) < batch:
+        raise ConfigError(f"batch_size {batch} is larger than the {len(data.train_set)} training images")
+    base = {"model": config.model, "device": _device_label(device), "crop": config.crop_size, "batch": batch,
+            "workers": config.workers, "loss": config.loss if isinstance(config.loss, str) else "custom",
+            "augment": config.augment, "bf16": cuda and config.amp, "channels_last": cuda,
+            "compiled": config.compile}  # fmt: skip
+    rows = []
+
+    # The data pipeline alone: batches as the training loop receives them (pinned when on CUDA). All workers
+    # start together, so the first `workers` batches arrive in a burst; the window starts after them.
+    data_warmup, data_steps = warmup + config.workers, max(steps, 3 * config.workers)
+    loader = iter(engine.train_loader(config, data, 0, data_warmup + data_steps + 1, pin=cuda))
+    first = next(loader)
+    times = _timed(lambda: next(loader), data_steps, data_warmup, lambda: None)
+    rows.append(_row(base, "data", times, batch))
+
+    # The training step alone, on one real batch already on the device.
+    criterion, weights = engine.build_criterion(config, data, device)
+    model = engine.build_training_model(config, device).train()
+    optimizer, _ = engine.build_optimizer(config, model)
+    network = torch.compile(model) if config.compile else model
+    images, masks = engine.to_device(*first, device)
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if cuda and config.amp else contextlib.nullcontext()
+
+    def step_with(loss: torch.nn.Module) -> Callable[[], Any]:
+        return lambda: engine.train_step(network, loss, optimizer, images, masks, autocast)
+
+    if cuda:
+        torch.cuda.reset_peak_memory_stats(device)
+    step_times = _timed(step_with(criterion), steps, warmup, sync)
+    peak = torch.cuda.max_memory_allocated(device) / 2**30 if cuda else None
+    rows.append({**_row(base, "step", step_times, batch), "peak_memory_gib": peak})
+
+    # The real loop: fetch, copy, step, exactly as facelib.train does (without validation and checkpoints).
+    # The workers prefetch `4 * workers` batches; the window starts once that queue has been drawn down, so
+    # a pipeline slower than the step shows as waiting instead of hiding behind the queue.
+    loop_warmup = warmup + 4 * config.workers
+    loader = iter(engine.train_loader(config, data, 0, loop_warmup + steps, pin=cuda))
+    wait = 0.0
+
+    def loop_iteration() -> None:
+        nonlocal wait
+        fetch = time.perf_counter()
+        batch_images, batch_masks = next(loader)
+        wait += time.perf_counter() - fetch
+        engine.train_step(network, criterion, optimizer, *engine.to_device(batch_images, batch_masks, device), autocast)
+
+    for _ in range(loop_warmup):
+        loop_iteration()
+    sync()
+    wait, start = 0.0, time.perf_counter()
+    for _ in range(steps):
+        loop_iteration()
+    sync()
+    total = time.perf_counter() - start
+    rows.append({**_row(base, "loop", [total / steps] * steps, batch), "data_wait_share": wait / total})
+
+    # The Lovász term's share of the step, and what smp's per-class implementation costs in its place.
+    settings = criterion.config
+    if settings.terms.get("lovasz", 0) > 0:
+        without = {k: v for k, v in settings.terms.items() if k != "lovasz"}
+        variants: dict[str, torch.nn.Module] = {}
+        if without:
+            variants["step_without_lovasz"] = CompositeLoss(
+                LossConfig(without, settings.aux_weight, settings.class_weighted), weights
+            )
+        smp_loss = CompositeLoss(settings, weights)
+        smp_loss.lovasz = LovaszLoss(mode="multiclass", ignore_index=smp_loss.ce.ignore_index)
+        variants["step_smp_lovasz"] = smp_loss
+        for stage, loss in variants.items():
+            rows.append(_row(base, stage, _timed(step_with(loss.to(device)), steps, warmup, sync), batch))
+    table = pd.DataFrame(rows).set_index("stage")
+    step_ms = table.loc["step", "ms_per_batch"]
+    if "step_without_lovasz" in table.index:
+        table["lovasz_share_of_step"] = np.nan
+        table.loc["step", "lovasz_share_of_step"] = 1 - table.loc["step_without_lovasz", "ms_per_batch"] / step_ms
+    return table
+
+
+def _row(base: dict[str, Any], stage: str, times: list[float], batch: int) -> dict[str, Any]:
+    median = statistics.median(times)
+    return {"stage": stage, **base, "images_per_s": batch / median, "ms_per_batch": 1000 * median}
+
+
+def _device_label(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"cpu ({torch.get_num_threads()} threads)"
+
+
+# --- inference ---------------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _threads(count: int):
+    previous = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _inputs(size: int, batch: int, data: str | Path | None, mean, std, count: int) -> list[torch.Tensor]:
+    """`count` normalised batches of real (or synthetic) photos: latency and agreement on images, not noise."""
+    import cv2
+
+    from facelib.data import discover
+    from facelib.infer import read_photo
+
+    dataset = discover(data)
+    samples = dataset.samples[: count * batch]
+    photos = [cv2.resize(read_photo(s.image), (size, size), interpolation=cv2.INTER_LINEAR) for s in samples]
+    while len(photos) < count * batch:
+        photos += photos[: count * batch - len(photos)]
+    array = (np.stack(photos).astype(np.float32) - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
+    tensor = torch.from_numpy(array.transpose(0, 3, 1, 2).copy())
+    return list(tensor.split(batch))
+
+
+def bench_infer(
+    model_name: str | None = None,
+    checkpoint: str | Path | None = None,
+    threads: int = 2,
+    size: int = 512,
+    batch: int = 1,
+    repeats: int = 30,
+    warmup: int = 5,
+    backends: tuple[str, ...] = INFER_BACKENDS,
+    data: str | Path | None = None,
+    calibration_images: int = 16,
+    out: str | Path = "results",
+    onnx_dir: str | Path | None = None,
+) -> pd.DataFrame:
+    """One row per backend: median and p90 ms per image, images/s, argmax agreement with eager and the
+    largest logit difference. A model name benchmarks untrained weights; a checkpoint, its trained ones
+    (then int8 is calibrated on its own training split). `onnx_dir` keeps the exported files."""
+    from facelib.export import compare_with_torch
+
+    unknown = sorted(set(backends) - set(INFER_BACKENDS))
+    if unknown:
+        raise ConfigError(f"unknown backend(s) {', '.join(unknown)}; valid: {', '.join(INFER_BACKENDS)}")
+    if (model_name is None) == (checkpoint is None):
+        raise ConfigError("give a model name or a checkpoint (not both)")
+    if size % 32:
+        raise ConfigError(f"size must be a multiple of 32, got {size}")
+    model, description = _bench_model(model_name, checkpoint)
+    inputs = _inputs(size, batch, data, description["mean"], description["std"], count=4)
+    rows: list[dict[str, Any]] = []
+    base = {"model": description["model"], "weights": description["weights"], "size": size, "batch": batch,
+            "threads": threads}  # fmt: skip
+    folder = Path(onnx_dir) if onnx_dir else Path(tempfile.mkdtemp(prefix="facelib-bench-"))
+    fp32_path = folder / f"{description['model']}_{size}.onnx"
+    with _threads(threads):
+        for backend in backends:
+            try:
+                runner = _backend(backend, model, description, fp32_path, folder, size, data, calibration_images,
+                                  out, threads)  # fmt: skip
+            except Exception as error:  # a backend that cannot run here is reported, not fatal
+                rows.append({"backend": backend, **base, "status": f"failed: {str(error).splitlines()[0][:160]}"})
+                continue
+            cycle = iter(inputs * (repeats + warmup))
+            times = _timed(lambda r=runner, c=cycle: r(next(c)), repeats, warmup, lambda: None)
+            times_ms = [1000 * t / batch for t in times]
+            parity = compare_with_torch(model, runner, inputs=inputs) if backend != "eager" else None
+            rows.append({"backend": backend, **base, "status": "ok",
+                         "median_ms": statistics.median(times_ms), "p90_ms": float(np.percentile(times_ms, 90)),
+                         "images_per_s": 1000 / statistics.median(times_ms),
+                         "argmax_agreement": 1.0 if parity is None else parity.argmax_agreement,
+                         "max_abs_logit_diff": 0.0 if parity is None else parity.max_abs_diff})  # fmt: skip
+    return pd.DataFrame(rows).set_index("backend")
+
+
+def _bench_model(model_name: str | None, checkpoint: str | Path | None) -> tuple[torch.nn.Module, dict[str, Any]]:
+    from facelib.infer import load_checkpoint, model_from_checkpoint
+    from facelib.models import build_model
+
+    if checkpoint is not None:
+        content = load_checkpoint(checkpoint)
+        return model_from_checkpoint(content, checkpoint), {**content, "weights": f"trained ({Path(checkpoint)})"}
+    torch.manual_seed(0)
+    model = build_model(model_name).eval()
+    config = {"val_fraction": 0.2, "split_seed": 0}
+    description = {"model": model_name, "mean": [127.5] * 3, "std": [64.0] * 3, "config": config,
+                   "weights": "untrained (random)", "model_overrides": {}, "num_classes": 19}  # fmt: skip
+    return model, description
+
+
+def _backend(backend, model, description, fp32_path, folder, size, data, calibration_images, out, threads):
+    """A callable (normalised batch tensor -> logits) for one backend; exports/quantizes on first need."""
+    from facelib.export import OnnxModel, calibration_batches, export_model, quantize_int8, write_metadata
+
+    if backend == "eager":
+        return _no_grad(model)
+    if backend == "compile":
+        import torch._inductor.config as inductor
+
+        runner = _no_grad(torch.compile(model, dynamic=False))
+        with inductor.patch(freezing=True):  # weights folded into the graph: inductor's inference setting
+            runner(torch.zeros(1, 3, size, size))  # compiles now, not inside the timed window
+        return runner
+    if not fp32_path.exists():
+        export_model(model, fp32_path, size)
+        write_metadata(fp32_path, _bench_metadata(description, size, "float32"))
+    if backend == "onnx_fp32":
+        return OnnxModel(fp32_path, threads)
+    int8_path = fp32_path.with_name(fp32_path.stem + "_int8.onnx")
+    if not int8_path.exists():
+        batches = calibration_batches({**description, "input_size": size}, data, calibration_images, out)
+        quantize_int8(fp32_path, int8_path, batches, f"{len(batches)} training images of {data or 'the default data'}")
+    return OnnxModel(int8_path, threads)
+
+
+def _bench_metadata(description: dict[str, Any], size: int, precision: str) -> dict[str, Any]:
+    from facelib.export import ONNX_FORMAT
+
+    return {"format": ONNX_FORMAT, "version": 1, "precision": precision, "model": description["model"],
+            "mean": description["mean"], "std": description["std"], "input_size": size,
+            "config": description["config"], "weights": description["weights"]}  # fmt: skip
+
+
+def _no_grad(model: Callable[[torch.Tensor], torch.Tensor]) -> Callable[[torch.Tensor], torch.Tensor]:
+    def run(x: torch.Tensor) -> torch.Tensor:
+        with torch.inference_mode():
+            return model(x)
+
+    return run
+
+
+# --- files -------------------------------------------------------------------------------------------------
+
+
+def write_bench(table: pd.DataFrame, stem: str, title: str, out: str | Path = "results") -> list[Path]:
+    """results/bench/STEM.{csv,md}, the note naming machine, library versions and commit."""
+    from facelib.outputs import provenance, write_table
+    from facelib.train import versions
+
+    libraries = ", ".join(f"{k} {v}" for k, v in {**versions(), **_onnx_versions()}.items())
+    note = f"{provenance('see the command')} Libraries: {libraries}."
+    return write_table(table, Path(out) / "bench" / stem, title, note, ".4g")
+
+
+def _onnx_versions() -> dict[str, str]:
+    import onnxruntime
+
+    return {"onnxruntime": onnxruntime.__version__}

@@ -1,0 +1,287 @@
+"""ONNX export of a checkpoint, int8 static quantization, and ONNX Runtime models with PyTorch's call convention.
+
+An exported graph takes (B, 3, H, W) normalised float32 images (any batch; H and W multiples of 32) and
+returns (B, 19, H, W) logits, as the PyTorch model does in eval mode. What a user needs around it travels in
+the file's metadata (`onnx_metadata`): model name, class names, palette, mean/std, input size, the training
+config and the run it came from. So an .onnx file alone is enough for `facelib predict --backend onnx` and
+`facelib eval`, and no facelib model code is built to run it (`OnnxModel`).
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from facelib.errors import ConfigError, DataError
+
+OPSET = 18  # the dynamo exporter's native opset; onnxruntime's CPU provider runs it (>= 1.16)
+ONNX_FORMAT = "facelib-onnx"
+INPUT_NAME, OUTPUT_NAME = "image", "logits"
+PARITY_TOLERANCE = 1e-3  # max |logit difference| accepted between ONNX Runtime and PyTorch
+
+
+@dataclass(frozen=True)
+class Parity:
+    """How an ONNX graph's logits compare with PyTorch's on the same inputs."""
+
+    max_abs_diff: float
+    argmax_agreement: float  # share of pixels whose predicted class is the same
+
+    def ok(self, tolerance: float = PARITY_TOLERANCE, agreement: float = 0.999) -> bool:
+        return self.max_abs_diff < tolerance and self.argmax_agreement >= agreement
+
+
+# --- export ------------------------------------------------------------------------------------------------
+
+
+def export_model(model: torch.nn.Module, target: str | Path, example_size: int = 512, opset: int = OPSET) -> Path:
+    """Export an eval-mode facelib model to ONNX with dynamic batch, height and width (multiples of 32)."""
+    from facelib.outputs import atomic_path
+
+    model = model.eval()
+    example = torch.randn(2, 3, example_size, example_size)  # batch 2: a size-1 example would be fixed at 1
+    steps = torch.export.Dim("height_steps", min=1, max=256), torch.export.Dim("width_steps", min=1, max=256)
+    shapes = ({0: torch.export.Dim("batch", min=1, max=1024), 2: 32 * steps[0], 3: 32 * steps[1]},)
+    with atomic_path(target) as tmp, warnings.catch_warnings(), _quiet():
+        warnings.simplefilter("ignore")
+        program = torch.onnx.export(
+            model, (example,), dynamo=True, opset_version=opset, input_names=[INPUT_NAME],
+            output_names=[OUTPUT_NAME], dynamic_shapes=shapes, verbose=False, optimize=True,
+        )  # fmt: skip
+        program.save(str(tmp))
+    return Path(target)
+
+
+class _quiet:
+    """Silence the exporter's progress lines on stdout (it prints them even with verbose=False)."""
+
+    def __enter__(self) -> None:
+        import contextlib
+        import io
+
+        self._redirect = contextlib.redirect_stdout(io.StringIO())
+        self._redirect.__enter__()
+
+    def __exit__(self, *exc: object) -> None:
+        self._redirect.__exit__(*exc)
+
+
+def export_checkpoint(
+    checkpoint: str | Path, target: str | Path, opset: int = OPSET, check: bool = True
+) -> tuple[Path, Parity | None]:
+    """Export a facelib checkpoint to `target` (.onnx) with its preprocessing and labels in the metadata;
+    with `check`, compare ONNX Runtime's logits with PyTorch's on random inputs at two sizes and refuse to
+    leave a file that disagrees (a DataError naming the checkpoint)."""
+    from facelib.infer import load_checkpoint, model_from_checkpoint
+
+    content = load_checkpoint(checkpoint)
+    model = model_from_checkpoint(content, checkpoint)
+    target = Path(target)
+    if target.suffix != ".onnx":
+        raise ConfigError(f"{target}: the exported file must end in .onnx")
+    size = int(content["input_size"])
+    export_model(model, target, size, opset)
+    write_metadata(target, checkpoint_metadata(content, checkpoint, opset))
+    parity = None
+    if check:
+        parity = compare_with_torch(model, OnnxModel(target), sizes=((1, size, size), (2, size // 2, size)))
+        if not parity.ok():
+            target.unlink()
+            raise DataError(
+                f"{checkpoint}: its ONNX export disagrees with PyTorch (max |diff| {parity.max_abs_diff:.2e}, "
+                f"argmax agreement {parity.argmax_agreement:.5f}); nothing was written"
+            )
+    return target, parity
+
+
+def checkpoint_metadata(content: dict[str, Any], checkpoint: str | Path, opset: int) -> dict[str, Any]:
+    """What a deployed file must say about itself: preprocessing, labels, and where it came from."""
+    import datetime
+
+    from facelib.labels import PALETTE
+    from facelib.outputs import commit
+
+    return {
+        "format": ONNX_FORMAT,
+        "version": 1,
+        "precision": "float32",
+        "model": content["model"],
+        "model_overrides": dict(content["model_overrides"]),
+        "num_classes": int(content["num_classes"]),
+        "class_names": list(content["class_names"]),
+        "palette": PALETTE[: int(content["num_classes"])].tolist(),
+        "mean": list(content["mean"]),
+        "std": list(content["std"]),
+        "input": "RGB float32 NCHW, (pixel in 0..255 - mean) / std, height and width multiples of 32",
+        "input_size": int(content["input_size"]),
+        "output": "logits (batch, num_classes, height, width) at the input resolution",
+        "config": content["config"],
+        "run_key": content.get("run_key"),
+        "iteration": content.get("iteration"),
+        "metrics": content.get("metrics", {}),
+        "source_checkpoint": str(checkpoint),
+        "opset": opset,
+        "exported_by_commit": commit(),
+        "exported_at": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+    }
+
+
+def write_metadata(path: str | Path, values: dict[str, Any]) -> None:
+    """Store `values` as the model's metadata_props (each value JSON-encoded), rewriting the file atomically."""
+    import onnx
+
+    from facelib.outputs import atomic_path
+
+    graph = onnx.load(str(path))
+    del graph.metadata_props[:]
+    for key, value in values.items():
+        graph.metadata_props.add(key=key, value=json.dumps(value))
+    with atomic_path(path) as tmp:
+        onnx.save(graph, str(tmp))
+
+
+def onnx_metadata(path: str | Path) -> dict[str, Any]:
+    """The metadata of a facelib ONNX file; anything else (missing, corrupt, foreign) is a DataError."""
+    import onnxruntime as ort
+
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: ONNX file does not exist")
+    try:
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    except Exception as error:  # onnxruntime raises its own Fail/InvalidGraph/... types
+        raise DataError(f"{path}: not a loadable ONNX model ({str(error).splitlines()[0][:200]})") from error
+    raw = session.get_modelmeta().custom_metadata_map
+    try:
+        values = {key: json.loads(value) for key, value in raw.items()}
+    except json.JSONDecodeError as error:
+        raise DataError(f"{path}: its metadata is not facelib's ({error})") from error
+    if values.get("format") != ONNX_FORMAT:
+        raise DataError(f"{path}: not a facelib ONNX export (no facelib metadata); make one with `facelib export`")
+    return values
+
+
+# --- running -----------------------------------------------------------------------------------------------
+
+
+def onnx_session(path: str | Path, threads: int | None = None):
+    """An ONNX Runtime CPU session with every graph optimisation on; `threads` intra-op threads (None: ORT's
+    default, one per core), run sequentially (one image's graph uses all of them)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.inter_op_num_threads = 1
+    if threads:
+        options.intra_op_num_threads = threads
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+class OnnxModel(torch.nn.Module):
+    """An exported facelib model run by ONNX Runtime on the CPU, called like the PyTorch model in eval mode
+    (normalised (B, 3, H, W) tensor in, logits out), so evaluation, TTA and prediction code is shared."""
+
+    def __init__(self, path: str | Path, threads: int | None = None) -> None:
+        super().__init__()
+        self.path = Path(path)
+        self.metadata = onnx_metadata(path)
+        self.session = onnx_session(path, threads)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        array = np.ascontiguousarray(x.detach().float().cpu().numpy())
+        return torch.from_numpy(self.session.run([OUTPUT_NAME], {INPUT_NAME: array})[0])
+
+
+@torch.no_grad()
+def compare_with_torch(
+    model: torch.nn.Module,
+    onnx_model: torch.nn.Module,
+    sizes: Sequence[tuple[int, int, int]] = ((1, 512, 512),),
+    inputs: Sequence[torch.Tensor] | None = None,
+    seed: int = 0,
+) -> Parity:
+    """Max |logit difference| and argmax agreement between two eval-mode models over `inputs` (default:
+    standard-normal batches of each (batch, height, width) in `sizes`, which is what normalised images are)."""
+    model.eval()
+    generator = torch.Generator().manual_seed(seed)
+    batches = inputs if inputs is not None else [torch.randn(b, 3, h, w, generator=generator) for b, h, w in sizes]
+    worst, same, total = 0.0, 0, 0
+    for x in batches:
+        expected, got = model(x).float(), onnx_model(x).float()
+        worst = max(worst, (expected - got).abs().max().item())
+        same += (expected.argmax(1) == got.argmax(1)).sum().item()
+        total += expected[:, 0].numel()
+    return Parity(worst, same / total)
+
+
+# --- int8 --------------------------------------------------------------------------------------------------
+
+
+QUANTIZED_OPS = ("Conv",)
+"""Only convolutions are quantized (int8 weights per channel, uint8 activations): they are nearly all of the
+arithmetic. The final upsampling of the logits stays in float32, so class scores keep their precision."""
+
+
+def calibration_batches(
+    metadata: dict[str, Any], data: str | Path | None, count: int, out: str | Path
+) -> list[np.ndarray]:
+    """`count` training images of the model's own split (evenly spaced through it), preprocessed as for
+    inference: resized to the input size, normalised with the checkpoint's mean/std; each (1, 3, S, S)."""
+    import cv2
+
+    from facelib.data import discover, load_or_make_split
+    from facelib.infer import read_photo
+
+    config = metadata["config"]
+    dataset = discover(data)
+    split, _ = load_or_make_split(dataset, out=out, val_fraction=config["val_fraction"], seed=config["split_seed"])
+    stems = split.train[:: max(1, len(split.train) // count)][:count]
+    size = int(metadata["input_size"])
+    mean = np.asarray(metadata["mean"], dtype=np.float32)
+    std = np.asarray(metadata["std"], dtype=np.float32)
+    batches = []
+    for sample in dataset.by_stem(stems):
+        photo = cv2.resize(read_photo(sample.image), (size, size), interpolation=cv2.INTER_LINEAR)
+        batches.append(((photo.astype(np.float32) - mean) / std).transpose(2, 0, 1)[None].copy())
+    return batches
+
+
+def quantize_int8(source: str | Path, target: str | Path, calibration: Sequence[np.ndarray], described_as: str) -> Path:
+    """ONNX Runtime static quantization (QDQ, MinMax calibration over `calibration`) of a facelib float32
+    export; the metadata is carried over with `precision: int8` and how it was calibrated."""
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+    from facelib.outputs import atomic_path
+
+    metadata = onnx_metadata(source)
+    if metadata["precision"] != "float32":
+        raise ConfigError(f"{source}: already quantized ({metadata['precision']}); quantize the float32 export")
+    if not calibration:
+        raise ConfigError("int8 calibration needs at least one image")
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.batches: Iterator[np.ndarray] = iter(calibration)
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            batch = next(self.batches, None)
+            return None if batch is None else {INPUT_NAME: batch}
+
+    with atomic_path(target) as tmp, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        quantize_static(
+            str(source), str(tmp), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, op_types_to_quantize=list(QUANTIZED_OPS),
+        )  # fmt: skip
+    write_metadata(
+        target, {**metadata, "precision": "int8", "calibration": described_as, "quantized_from": str(source)}
+    )
+    return Path(target)
