@@ -85,7 +85,7 @@ def bench_train(config, steps: int = 20, warmup: int = 5, out: str | Path = "res
     loader = iter(engine.train_loader(config, data, 0, data_warmup + data_steps + 1, pin=cuda))
     first = next(loader)
     times = _timed(lambda: next(loader), data_steps, data_warmup, lambda: None)
-    rows.append(_row(base, "data", times, batch))
+    rows.append(_row(base, "data", sum(times) / len(times), batch))  # the mean: batches arrive in bursts
 
     # The training step alone, on one real batch already on the device.
     criterion, weights = engine.build_criterion(config, data, device)
@@ -102,12 +102,13 @@ def bench_train(config, steps: int = 20, warmup: int = 5, out: str | Path = "res
         torch.cuda.reset_peak_memory_stats(device)
     step_times = _timed(step_with(criterion), steps, warmup, sync)
     peak = torch.cuda.max_memory_allocated(device) / 2**30 if cuda else None
-    rows.append({**_row(base, "step", step_times, batch), "peak_memory_gib": peak})
+    rows.append({**_row(base, "step", statistics.median(step_times), batch), "peak_memory_gib": peak})
 
     # The real loop: fetch, copy, step, exactly as facelib.train does (without validation and checkpoints).
-    # The workers prefetch `4 * workers` batches; the window starts once that queue has been drawn down, so
-    # a pipeline slower than the step shows as waiting instead of hiding behind the queue.
-    loop_warmup = warmup + 4 * config.workers
+    # The workers prefetch `4 * workers` batches. When the pipeline alone is slower than the step, the
+    # window starts once that queue has been drawn down, so waiting shows instead of hiding behind it.
+    data_rate, step_rate = rows[0]["images_per_s"], batch / statistics.median(step_times)
+    loop_warmup = warmup + (4 * config.workers if data_rate < 1.2 * step_rate else 0)
     loader = iter(engine.train_loader(config, data, 0, loop_warmup + steps, pin=cuda))
     wait = 0.0
 
@@ -126,7 +127,7 @@ def bench_train(config, steps: int = 20, warmup: int = 5, out: str | Path = "res
         loop_iteration()
     sync()
     total = time.perf_counter() - start
-    rows.append({**_row(base, "loop", [total / steps] * steps, batch), "data_wait_share": wait / total})
+    rows.append({**_row(base, "loop", total / steps, batch), "data_wait_share": wait / total})
 
     # The Lovász term's share of the step, and what smp's per-class implementation costs in its place.
     settings = criterion.config
@@ -141,7 +142,8 @@ def bench_train(config, steps: int = 20, warmup: int = 5, out: str | Path = "res
         smp_loss.lovasz = LovaszLoss(mode="multiclass", ignore_index=smp_loss.ce.ignore_index)
         variants["step_smp_lovasz"] = smp_loss
         for stage, loss in variants.items():
-            rows.append(_row(base, stage, _timed(step_with(loss.to(device)), steps, warmup, sync), batch))
+            times = _timed(step_with(loss.to(device)), steps, warmup, sync)
+            rows.append(_row(base, stage, statistics.median(times), batch))
     table = pd.DataFrame(rows).set_index("stage")
     step_ms = table.loc["step", "ms_per_batch"]
     if "step_without_lovasz" in table.index:
@@ -150,9 +152,8 @@ def bench_train(config, steps: int = 20, warmup: int = 5, out: str | Path = "res
     return table
 
 
-def _row(base: dict[str, Any], stage: str, times: list[float], batch: int) -> dict[str, Any]:
-    median = statistics.median(times)
-    return {"stage": stage, **base, "images_per_s": batch / median, "ms_per_batch": 1000 * median}
+def _row(base: dict[str, Any], stage: str, seconds_per_batch: float, batch: int) -> dict[str, Any]:
+    return {"stage": stage, **base, "images_per_s": batch / seconds_per_batch, "ms_per_batch": 1000 * seconds_per_batch}
 
 
 def _device_label(device: torch.device) -> str:

@@ -6,6 +6,7 @@
 # OUT/results.tar (results/bench, the new runs), OUT/KEY.pt (each new best checkpoint) and OUT/log.txt.
 #
 # Usage (repository root): scripts/gpu_speed.sh DATA OUT
+# Parts: LOVASZ=0, SMALL_BATCH=0, COMPILE=0, TRAIN=0 skip the Lovász timing, the batch-16 bench, the compiled bench, the training runs.
 # On the device machine the wheels it lacks come from .whl (../shared/tools/device-wheels.sh). Dry run here:
 #   NO_INSTALL=1 PY=.venv/bin/python DEVICE=cpu CROP=128 BATCH=4 WORKERS=2 ITERATIONS=8 scripts/gpu_speed.sh DATA /tmp/out
 # Pass the source commit as FACELIB_COMMIT=<sha>: the device's copy of the tree has stale git metadata.
@@ -33,9 +34,15 @@ bench() {  # TIMEOUT_S, then `facelib bench train` flags
   timeout "$limit_s" $PY -m facelib bench train --data "$data" --device "$device" --crop "$crop" --workers "$workers" \
     --steps "${STEPS:-15}" --warmup 5 "$@" 2>&1 | grep -v -i "warn" | tail -9
 }
-bench 100 --model deeplabv3plus_mobilenetv4 --batch "$batch"
+if [ "${LOVASZ:-1}" = 1 ]; then
+  stamp "Lovász term alone"
+  timeout 60 $PY scripts/lovasz_timing.py "$batch" "$crop" "$device"
+  timeout 30 $PY scripts/lovasz_timing.py 16 "$crop" "$device"
+fi
+bench 120 --model deeplabv3plus_mobilenetv4 --batch "$batch"
 bench 100 --model fpn_mobilenetv4 --batch "$batch"
-bench 160 --model deeplabv3plus_mobilenetv4 --batch "$batch" --compile
+[ "${SMALL_BATCH:-1}" = 1 ] && bench 80 --model deeplabv3plus_mobilenetv4 --batch 16
+[ "${COMPILE:-1}" = 1 ] && bench 160 --model deeplabv3plus_mobilenetv4 --batch "$batch" --compile
 
 train() {  # MODEL LOSS ITERATIONS: a short run, stopped at the first validation after $limit s
   stamp "train $*"
@@ -43,8 +50,10 @@ train() {  # MODEL LOSS ITERATIONS: a short run, stopped at the first validation
     --iterations "$3" --val-interval $(( $3 / 5 )) --batch-size 16 --lr 2e-3 --crop-size "$crop" \
     --workers "$workers" --time-limit "$limit" 2>&1 | tr '\r' '\n' | grep -v -E 'it/s|s/it|warn' | tail -4
 }
-train deeplabv3plus_mobilenetv4 wce_lovasz_dice "$iterations"
-train bisenetv2_xs_slimaux wce_dice "$iterations"
+if [ "${TRAIN:-1}" = 1 ]; then
+  train deeplabv3plus_mobilenetv4 wce_lovasz_dice "$iterations"
+  train bisenetv2_xs_slimaux wce_dice "$iterations"
+fi
 
 stamp "packing"
 tar cf "$out/results.tar" results/bench $(find results/runs results/splits -mindepth 1 -maxdepth 1 -newer "$marker")
