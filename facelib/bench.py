@@ -202,13 +202,16 @@ def bench_infer(
     warmup: int = 5,
     backends: tuple[str, ...] = INFER_BACKENDS,
     data: str | Path | None = None,
-    calibration_images: int = 16,
+    calibration_images: int = 32,
     out: str | Path = "results",
     onnx_dir: str | Path | None = None,
+    accuracy: bool = False,
 ) -> pd.DataFrame:
     """One row per backend: median and p90 ms per image, images/s, argmax agreement with eager and the
     largest logit difference. A model name benchmarks untrained weights; a checkpoint, its trained ones
-    (then int8 is calibrated on its own training split). `onnx_dir` keeps the exported files."""
+    (then int8 is calibrated on its own training split). `onnx_dir` keeps the exported files. `accuracy`
+    (a checkpoint only) adds each backend's mIoU / mF1 on the checkpoint's validation split and its mIoU
+    drop from eager PyTorch: what int8 costs, beside what it saves."""
     from facelib.export import compare_with_torch
 
     unknown = sorted(set(backends) - set(INFER_BACKENDS))
@@ -218,6 +221,8 @@ def bench_infer(
         raise ConfigError("give a model name or a checkpoint (not both)")
     if size % 32:
         raise ConfigError(f"size must be a multiple of 32, got {size}")
+    if accuracy and checkpoint is None:
+        raise ConfigError("accuracy needs trained weights: pass a checkpoint, not a model name")
     model, description = _bench_model(model_name, checkpoint)
     inputs = _inputs(size, batch, data, description["mean"], description["std"], count=4)
     rows: list[dict[str, Any]] = []
@@ -242,7 +247,28 @@ def bench_infer(
                          "images_per_s": 1000 / statistics.median(times_ms),
                          "argmax_agreement": 1.0 if parity is None else parity.argmax_agreement,
                          "max_abs_logit_diff": 0.0 if parity is None else parity.max_abs_diff})  # fmt: skip
-    return pd.DataFrame(rows).set_index("backend")
+    table = pd.DataFrame(rows).set_index("backend")
+    if accuracy:
+        _add_accuracy(table, checkpoint, fp32_path, data, out, threads)
+    return table
+
+
+def _add_accuracy(table: pd.DataFrame, checkpoint, fp32_path: Path, data, out, threads: int) -> None:
+    """mIoU and mF1 on the checkpoint's validation split per backend (compile: the same graph as eager)."""
+    from facelib.infer import evaluate
+
+    sources = {
+        "eager": checkpoint,
+        "onnx_fp32": fp32_path,
+        "onnx_int8": fp32_path.with_name(fp32_path.stem + "_int8.onnx"),
+    }
+    with _threads(threads):
+        for backend in table.index:
+            if backend in sources and table.loc[backend, "status"] == "ok":
+                summary = evaluate(sources[backend], data, "val", out=out, device="cpu").summary
+                table.loc[backend, "val_mIoU"], table.loc[backend, "val_mF1"] = summary["mIoU"], summary["mF1"]
+    if "eager" in table.index and "val_mIoU" in table.columns:
+        table["val_mIoU_drop"] = table.loc["eager", "val_mIoU"] - table["val_mIoU"]
 
 
 def _bench_model(model_name: str | None, checkpoint: str | Path | None) -> tuple[torch.nn.Module, dict[str, Any]]:
@@ -304,13 +330,18 @@ def _no_grad(model: Callable[[torch.Tensor], torch.Tensor]) -> Callable[[torch.T
 # --- files -------------------------------------------------------------------------------------------------
 
 
-def write_bench(table: pd.DataFrame, stem: str, title: str, out: str | Path = "results") -> list[Path]:
-    """results/bench/STEM.{csv,md}, the note naming machine, library versions and commit."""
+def write_bench(
+    table: pd.DataFrame, stem: str, title: str, data: str | Path | None = None, out: str | Path = "results"
+) -> list[Path]:
+    """results/bench/STEM.{csv,md}, the note naming command, data, machine, library versions and commit."""
+    import os
+
     from facelib.outputs import provenance, write_table
     from facelib.train import versions
 
     libraries = ", ".join(f"{k} {v}" for k, v in {**versions(), **_onnx_versions()}.items())
-    note = f"{provenance('see the command')} Libraries: {libraries}."
+    source = data or os.environ.get("FACELIB_DATA") or "the built-in synthetic faces"
+    note = f"{provenance(str(source))} Libraries: {libraries}."
     return write_table(table, Path(out) / "bench" / stem, title, note, ".4g")
 
 

@@ -190,7 +190,7 @@ def _export(args: argparse.Namespace) -> list[Path]:
         metadata = onnx_metadata(target)
         batches = calibration_batches(metadata, args.data, args.calibration_images, args.out)
         int8 = target.with_name(target.stem + "_int8.onnx")
-        described = f"{len(batches)} training images of {args.data or 'the default data'} (MinMax, QDQ, per channel)"
+        described = f"{len(batches)} training images of {args.data or 'the default data'} (percentile calibration, QDQ, per channel)"
         written.append(quantize_int8(target, int8, batches, described))
         print(f"{int8}: int8, calibrated on {described}; `facelib eval {int8}` measures its accuracy")
     return written
@@ -214,18 +214,20 @@ def _bench(args: argparse.Namespace) -> list[Path]:
     else:
         backends = tuple(args.backends.split(",")) if args.backends else INFER_BACKENDS
         table = bench_infer(args.model, args.checkpoint, args.threads, args.size, args.batch, args.repeats,
-                            backends=backends, data=args.data, out=args.out, onnx_dir=args.keep_onnx)  # fmt: skip
+                            backends=backends, data=args.data, out=args.out, onnx_dir=args.keep_onnx,
+                            accuracy=args.accuracy)  # fmt: skip
         name = table["model"].iloc[0]
         weights = "trained" if args.checkpoint else "untrained"
         stem = f"infer_{name}_{weights}_{args.size}px_t{args.threads}_b{args.batch}"
         title = f"CPU inference latency: {name} ({weights}), {args.size}px, batch {args.batch}, {args.threads} threads"
     shown = [c for c in SHOWN_BENCH_COLUMNS if c in table.columns]
     print(table[shown].reset_index().to_string(index=False, float_format="{:.4g}".format))
-    return write_bench(table, stem, title, args.out)
+    return write_bench(table, stem, title, args.data, args.out)
 
 
 SHOWN_BENCH_COLUMNS = ("status", "images_per_s", "ms_per_batch", "median_ms", "p90_ms", "data_wait_share",
-                       "peak_memory_gib", "lovasz_share_of_step", "argmax_agreement", "max_abs_logit_diff")  # fmt: skip
+                       "peak_memory_gib", "lovasz_share_of_step", "argmax_agreement", "max_abs_logit_diff",
+                       "val_mIoU", "val_mIoU_drop")  # fmt: skip
 
 
 def _report(args: argparse.Namespace) -> list[Path]:
@@ -367,6 +369,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench_infer.add_argument("--repeats", type=int, default=30, help="timed calls per backend (default: 30)")
     bench_infer.add_argument("--backends", help="comma-separated subset of eager,compile,onnx_fp32,onnx_int8")
     bench_infer.add_argument("--keep-onnx", metavar="DIR", help="keep the exported ONNX files in DIR")
+    bench_infer.add_argument("--accuracy", action="store_true",
+                             help="with --checkpoint: each backend's mIoU on the validation split (int8's cost)")  # fmt: skip
     bench_infer.add_argument("--data", help=DATA_HELP + " (inputs and int8 calibration)")
     bench_infer.add_argument("--out", default="results", help="results folder: writes OUT/bench/ (default: results)")
     bench.set_defaults(run=_bench)

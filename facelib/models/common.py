@@ -26,10 +26,17 @@ class SegOutput(NamedTuple):
 
 
 def resize(x: torch.Tensor, size: tuple[int, int] | torch.Size) -> torch.Tensor:
-    """Bilinear resize of logits or features (align_corners=False, as torchvision and smp do)."""
-    if tuple(x.shape[-2:]) == tuple(size):
+    """Bilinear resize of logits or features (align_corners=False, as torchvision and smp do). Skipped when
+    the size already matches, except while exporting: there that test would fix the graph to the example's
+    shapes (a resize to the same size is an exact copy)."""
+    if not exporting() and tuple(x.shape[-2:]) == tuple(size):
         return x
     return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+
+
+def exporting() -> bool:
+    """Whether the model is being traced for export (ONNX), where shape-dependent Python branches must not run."""
+    return torch.compiler.is_exporting() or torch.jit.is_tracing()
 
 
 class Segmenter(nn.Module):
@@ -47,7 +54,7 @@ class Segmenter(nn.Module):
         raise NotImplementedError
 
     def forward(self, x: torch.Tensor) -> torch.Tensor | SegOutput:
-        if not torch.compiler.is_compiling() and not torch.jit.is_tracing():
+        if not torch.compiler.is_compiling() and not exporting():
             check_input(x)
         size = x.shape[-2:]
         out, aux = self.logits(x, with_aux=self.training)

@@ -7,7 +7,15 @@ import math
 import torch
 from torch import nn
 
-from facelib.models.common import FCNHead, Segmenter, conv_bn_relu, init_weights, resize, separable_conv
+from facelib.models.common import (
+    FCNHead,
+    Segmenter,
+    conv_bn_relu,
+    exporting,
+    init_weights,
+    resize,
+    separable_conv,
+)  # fmt: skip
 
 
 class InvertedResidual(nn.Module):
@@ -39,11 +47,10 @@ class PyramidPooling(nn.Module):
         self.project = conv_bn_relu(cin + len(scales) * (cin // 4), cout, 3)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        exporting = torch.compiler.is_exporting() or torch.jit.is_tracing()
         pooled = []
         for branch in self.branches:
             pool, convolve = branch[0], branch[1:]
-            small = adaptive_avg_pool(x, pool.output_size) if exporting else pool(x)
+            small = adaptive_avg_pool(x, pool.output_size) if exporting() else pool(x)
             pooled.append(resize(convolve(small), x.shape[-2:]))
         return self.project(torch.cat([x, *pooled], dim=1))
 

@@ -1,0 +1,55 @@
+"""`facelib bench` runs on tiny inputs and reports what it promises (the numbers themselves are benchmarks)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from facelib.bench import bench_infer, bench_train
+from facelib.cli import main
+from facelib.errors import ConfigError
+from facelib.train import TrainConfig
+
+
+def test_bench_train_reports_data_step_loop_and_the_lovasz_share(synthetic_root, tmp_path):
+    config = TrainConfig(data=str(synthetic_root), model="fastscnn", crop_size=64, batch_size=2, workers=0,
+                         loss="wce_lovasz_dice", device="cpu")  # fmt: skip
+    table = bench_train(config, steps=2, warmup=1, out=tmp_path)
+    assert list(table.index) == ["data", "step", "loop", "step_without_lovasz", "step_smp_lovasz"]
+    assert (table["images_per_s"] > 0).all()
+    assert 0 <= table.loc["loop", "data_wait_share"] < 1
+    assert 0 < table.loc["step", "lovasz_share_of_step"] < 1
+    assert table["device"].iloc[0].startswith("cpu") and not table["bf16"].any()
+    assert not (tmp_path / "runs").exists()  # a benchmark leaves the run cache alone
+
+
+def test_bench_infer_measures_each_backend_and_their_agreement(synthetic_root, tmp_path):
+    table = bench_infer("lraspp_mobilenetv3", size=64, repeats=2, warmup=1, data=synthetic_root,
+                        backends=("eager", "onnx_fp32", "onnx_int8"), calibration_images=2, out=tmp_path,
+                        onnx_dir=tmp_path / "onnx")  # fmt: skip
+    assert list(table.index) == ["eager", "onnx_fp32", "onnx_int8"] and (table["status"] == "ok").all()
+    assert (table["median_ms"] > 0).all() and (table["p90_ms"] >= table["median_ms"]).all()
+    assert table.loc["onnx_fp32", "argmax_agreement"] >= 0.999
+    assert (tmp_path / "onnx" / "lraspp_mobilenetv3_64.onnx").exists()
+    with pytest.raises(ConfigError, match="valid: eager, compile"):
+        bench_infer("fastscnn", backends=("tensorrt",))
+    with pytest.raises(ConfigError, match="checkpoint"):
+        bench_infer("fastscnn", accuracy=True)
+
+
+def test_bench_infer_with_a_checkpoint_adds_validation_accuracy(quick_run, synthetic_root):
+    best = Path(quick_run["checkpoint_dir"]) / "best.pt"
+    table = bench_infer(checkpoint=best, size=64, repeats=2, warmup=1, data=synthetic_root,
+                        backends=("eager", "onnx_fp32"), out=quick_run["base"] / "results", accuracy=True)  # fmt: skip
+    assert table.loc["eager", "val_mIoU"] == pytest.approx(quick_run["best"]["mIoU"], abs=1e-3)
+    assert abs(table.loc["onnx_fp32", "val_mIoU_drop"]) < 0.01
+
+
+def test_bench_cli_writes_a_table_with_its_provenance(synthetic_root, tmp_path):
+    code = main(["bench", "infer", "--model", "fastscnn", "--size", "64", "--repeats", "2", "--backends",
+                 "eager,onnx_fp32", "--data", str(synthetic_root), "--out", str(tmp_path)])  # fmt: skip
+    assert code == 0
+    note = (tmp_path / "bench" / "infer_fastscnn_untrained_64px_t2_b1.md").read_text()
+    assert "| onnx_fp32 |" in note and "commit" in note and "onnxruntime" in note and "torch" in note
+    assert main(["bench", "infer", "--model", "nope", "--out", str(tmp_path)]) == 2
