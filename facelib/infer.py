@@ -4,6 +4,9 @@ A checkpoint is a plain dict of tensors and JSON-like data (model name and overr
 names, input size, the training config), so a file is all `predict` needs, and it is always read with
 `torch.load(..., weights_only=True)`: a checkpoint from anywhere can never run code.
 
+An exported `.onnx` file (`facelib.export`) is accepted wherever a checkpoint is (`load_model`): it runs in
+ONNX Runtime through the same evaluation and prediction code, its metadata standing in for the checkpoint's.
+
 Test-time augmentation averages softmax probabilities over the views: `flip` adds the mirrored image (its
 left/right class channels swapped back), `multiscale` adds inputs at 0.75x and 1.25x as well (each with its
 mirror). Predictions are always resized back to the original image (or mask) size before the argmax.

@@ -125,7 +125,7 @@ def test_predict_with_the_onnx_backend_matches_pytorch_with_flip_tta(exported, s
 
 
 def test_backend_mismatches_and_foreign_files_are_clear_errors(exported, tmp_path):
-    with pytest.raises(ConfigError, match="needs an .onnx file"):
+    with pytest.raises(ConfigError, match=r"needs an \.onnx file"):
         predict(exported["checkpoint"], [tmp_path], tmp_path / "out", backend="onnx")
     with pytest.raises(ConfigError, match="CPU"):
         predict(exported["fp32"], [tmp_path], tmp_path / "out", device="cuda")
