@@ -288,7 +288,14 @@ def _bench_model(model_name: str | None, checkpoint: str | Path | None) -> tuple
 
 def _backend(backend, model, description, fp32_path, folder, size, data, calibration_images, out, threads):
     """A callable (normalised batch tensor -> logits) for one backend; exports/quantizes on first need."""
-    from facelib.export import OnnxModel, calibration_batches, export_model, quantize_int8, write_metadata
+    from facelib.export import (
+        OnnxModel,
+        calibration_batches,
+        calibration_source,
+        export_model,
+        quantize_int8,
+        write_metadata,
+    )  # fmt: skip
 
     if backend == "eager":
         return _no_grad(model)
@@ -307,7 +314,7 @@ def _backend(backend, model, description, fp32_path, folder, size, data, calibra
     int8_path = fp32_path.with_name(fp32_path.stem + "_int8.onnx")
     if not int8_path.exists():
         batches = calibration_batches({**description, "input_size": size}, data, calibration_images, out)
-        quantize_int8(fp32_path, int8_path, batches, f"{len(batches)} training images of {data or 'the default data'}")
+        quantize_int8(fp32_path, int8_path, batches, f"{len(batches)} training images of {calibration_source(data)}")
     return OnnxModel(int8_path, threads)
 
 

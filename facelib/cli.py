@@ -178,7 +178,13 @@ def _predict(args: argparse.Namespace) -> list[Path]:
 
 
 def _export(args: argparse.Namespace) -> list[Path]:
-    from facelib.export import calibration_batches, export_checkpoint, onnx_metadata, quantize_int8
+    from facelib.export import (
+        calibration_batches,
+        calibration_source,
+        export_checkpoint,
+        onnx_metadata,
+        quantize_int8,
+    )  # fmt: skip
 
     checkpoint = _checkpoint_path(args.checkpoint)
     target, parity = export_checkpoint(checkpoint, args.onnx, check=not args.no_check)
@@ -190,7 +196,7 @@ def _export(args: argparse.Namespace) -> list[Path]:
         metadata = onnx_metadata(target)
         batches = calibration_batches(metadata, args.data, args.calibration_images, args.out)
         int8 = target.with_name(target.stem + "_int8.onnx")
-        described = f"{len(batches)} training images of {args.data or 'the default data'} (percentile calibration, QDQ, per channel)"
+        described = f"{len(batches)} training images of {calibration_source(args.data)} (percentile calibration, QDQ, per channel)"
         written.append(quantize_int8(target, int8, batches, described))
         print(f"{int8}: int8, calibrated on {described}; `facelib eval {int8}` measures its accuracy")
     return written

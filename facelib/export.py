@@ -262,6 +262,14 @@ def calibration_batches(
     return batches
 
 
+def calibration_source(data: str | Path | None) -> str:
+    """Where calibration images come from, in words: the dataset's root (explicit, $FACELIB_DATA or synthetic)."""
+    from facelib.data import discover
+
+    dataset = discover(data)
+    return f"{dataset.name} ({dataset.root})"
+
+
 def quantize_int8(source: str | Path, target: str | Path, calibration: Sequence[np.ndarray], described_as: str) -> Path:
     """ONNX Runtime static quantization (QDQ, per-channel weights) of a facelib float32 export, activation
     ranges calibrated on `calibration` at the 99.999th percentile of each tensor's values (MinMax let a few

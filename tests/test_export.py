@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -94,6 +95,9 @@ def test_export_metadata_makes_the_file_self_describing(exported, quick_run):
     graph = onnx.load(str(exported["fp32"]))
     dims = [d.dim_param or d.dim_value for d in graph.graph.input[0].type.tensor_type.shape.dim]
     assert dims[1] == 3 and all(isinstance(d, str) for d in (dims[0], dims[2], dims[3])), dims  # dynamic B, H, W
+    umask = os.umask(0)
+    os.umask(umask)
+    assert exported["fp32"].stat().st_mode & 0o777 == 0o666 & ~umask  # not mkstemp's private 0600
     int8 = onnx_metadata(exported["int8"])
     assert int8["precision"] == "int8" and "4 training images" in int8["calibration"]
     assert any(node.op_type == "QuantizeLinear" for node in onnx.load(str(exported["int8"])).graph.node)
