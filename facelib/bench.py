@@ -212,8 +212,6 @@ def bench_infer(
     (then int8 is calibrated on its own training split). `onnx_dir` keeps the exported files. `accuracy`
     (a checkpoint only) adds each backend's mIoU / mF1 on the checkpoint's validation split and its mIoU
     drop from eager PyTorch: what int8 costs, beside what it saves."""
-    from facelib.export import compare_with_torch
-
     unknown = sorted(set(backends) - set(INFER_BACKENDS))
     if unknown:
         raise ConfigError(f"unknown backend(s) {', '.join(unknown)}; valid: {', '.join(INFER_BACKENDS)}")
@@ -228,28 +226,17 @@ def bench_infer(
     rows: list[dict[str, Any]] = []
     base = {"model": description["model"], "weights": description["weights"], "size": size, "batch": batch,
             "threads": threads}  # fmt: skip
-    folder = Path(onnx_dir) if onnx_dir else Path(tempfile.mkdtemp(prefix="facelib-bench-"))
-    fp32_path = folder / f"{description['model']}_{size}.onnx"
-    with _threads(threads):
-        for backend in backends:
-            try:
-                runner = _backend(backend, model, description, fp32_path, folder, size, data, calibration_images,
-                                  out, threads)  # fmt: skip
-            except Exception as error:  # a backend that cannot run here is reported, not fatal
-                rows.append({"backend": backend, **base, "status": f"failed: {str(error).splitlines()[0][:160]}"})
-                continue
-            cycle = iter(inputs * (repeats + warmup))
-            times = _timed(lambda r=runner, c=cycle: r(next(c)), repeats, warmup, lambda: None)
-            times_ms = [1000 * t / batch for t in times]
-            parity = compare_with_torch(model, runner, inputs=inputs) if backend != "eager" else None
-            rows.append({"backend": backend, **base, "status": "ok",
-                         "median_ms": statistics.median(times_ms), "p90_ms": float(np.percentile(times_ms, 90)),
-                         "images_per_s": 1000 / statistics.median(times_ms),
-                         "argmax_agreement": 1.0 if parity is None else parity.argmax_agreement,
-                         "max_abs_logit_diff": 0.0 if parity is None else parity.max_abs_diff})  # fmt: skip
-    table = pd.DataFrame(rows).set_index("backend")
-    if accuracy:
-        _add_accuracy(table, checkpoint, fp32_path, data, out, threads)
+    with contextlib.ExitStack() as stack:
+        scratch = None if onnx_dir else stack.enter_context(tempfile.TemporaryDirectory(prefix="facelib-bench-"))
+        folder = Path(onnx_dir or scratch)
+        fp32_path = folder / f"{description['model']}_{size}.onnx"
+        with _threads(threads):
+            for backend in backends:
+                rows.append({"backend": backend, **base, **_measure(backend, model, description, fp32_path, folder,
+                            inputs, size, batch, repeats, warmup, data, calibration_images, out, threads)})  # fmt: skip
+        table = pd.DataFrame(rows).set_index("backend")
+        if accuracy:
+            _add_accuracy(table, checkpoint, fp32_path, data, out, threads)
     return table
 
 
@@ -269,6 +256,25 @@ def _add_accuracy(table: pd.DataFrame, checkpoint, fp32_path: Path, data, out, t
                 table.loc[backend, "val_mIoU"], table.loc[backend, "val_mF1"] = summary["mIoU"], summary["mF1"]
     if "eager" in table.index and "val_mIoU" in table.columns:
         table["val_mIoU_drop"] = table.loc["eager", "val_mIoU"] - table["val_mIoU"]
+
+
+def _measure(backend, model, description, fp32_path, folder, inputs, size, batch, repeats, warmup, data,
+             calibration_images, out, threads) -> dict[str, Any]:  # fmt: skip
+    """One backend's latency and agreement with eager; a backend that cannot run here is a status, not a crash."""
+    from facelib.export import compare_with_torch
+
+    try:
+        runner = _backend(backend, model, description, fp32_path, folder, size, data, calibration_images, out,
+                          threads)  # fmt: skip
+    except Exception as error:
+        return {"status": f"failed: {str(error).splitlines()[0][:160]}"}
+    cycle = iter(inputs * (repeats + warmup))
+    times_ms = [1000 * t / batch for t in _timed(lambda: runner(next(cycle)), repeats, warmup, lambda: None)]
+    parity = compare_with_torch(model, runner, inputs=inputs) if backend != "eager" else None
+    return {"status": "ok", "median_ms": statistics.median(times_ms), "p90_ms": float(np.percentile(times_ms, 90)),
+            "images_per_s": 1000 / statistics.median(times_ms),
+            "argmax_agreement": 1.0 if parity is None else parity.argmax_agreement,
+            "max_abs_logit_diff": 0.0 if parity is None else parity.max_abs_diff}  # fmt: skip
 
 
 def _bench_model(model_name: str | None, checkpoint: str | Path | None) -> tuple[torch.nn.Module, dict[str, Any]]:
