@@ -29,7 +29,8 @@ import torch
 
 from facelib.errors import ConfigError
 
-INFER_BACKENDS = ("eager", "compile", "onnx_fp32", "onnx_int8")
+INFER_BACKENDS = ("eager", "compile", "onnx_fp32", "onnx_int8", "onnx_fp32_fixed", "onnx_int8_fixed")
+"""`_fixed`: the graph exported for exactly the benchmark's batch and size (`facelib export --fixed-shape`)."""
 
 
 def _timed(run: Callable[[], Any], repeats: int, warmup: int, sync: Callable[[], None]) -> list[float]:
@@ -229,26 +230,28 @@ def bench_infer(
     with contextlib.ExitStack() as stack:
         scratch = None if onnx_dir else stack.enter_context(tempfile.TemporaryDirectory(prefix="facelib-bench-"))
         folder = Path(onnx_dir or scratch)
-        fp32_path = folder / f"{description['model']}_{size}.onnx"
+        paths = _onnx_paths(folder, description["model"], size)
         with _threads(threads):
             for backend in backends:
-                rows.append({"backend": backend, **base, **_measure(backend, model, description, fp32_path, folder,
-                            inputs, size, batch, repeats, warmup, data, calibration_images, out, threads)})  # fmt: skip
+                rows.append({"backend": backend, **base, **_measure(backend, model, description, paths, inputs,
+                            size, batch, repeats, warmup, data, calibration_images, out, threads)})  # fmt: skip
         table = pd.DataFrame(rows).set_index("backend")
         if accuracy:
-            _add_accuracy(table, checkpoint, fp32_path, data, out, threads)
+            _add_accuracy(table, checkpoint, paths, data, out, threads)
     return table
 
 
-def _add_accuracy(table: pd.DataFrame, checkpoint, fp32_path: Path, data, out, threads: int) -> None:
+def _onnx_paths(folder: Path, model: str, size: int) -> dict[str, Path]:
+    return {backend: folder / f"{model}_{size}{'_fixed' if backend.endswith('_fixed') else ''}"
+                              f"{'_int8' if 'int8' in backend else ''}.onnx"
+            for backend in INFER_BACKENDS if backend.startswith("onnx")}  # fmt: skip
+
+
+def _add_accuracy(table: pd.DataFrame, checkpoint, paths: dict[str, Path], data, out, threads: int) -> None:
     """mIoU and mF1 on the checkpoint's validation split per backend (compile: the same graph as eager)."""
     from facelib.infer import evaluate
 
-    sources = {
-        "eager": checkpoint,
-        "onnx_fp32": fp32_path,
-        "onnx_int8": fp32_path.with_name(fp32_path.stem + "_int8.onnx"),
-    }
+    sources = {"eager": checkpoint, **paths}
     with _threads(threads):
         for backend in table.index:
             if backend in sources and table.loc[backend, "status"] == "ok":
@@ -258,14 +261,13 @@ def _add_accuracy(table: pd.DataFrame, checkpoint, fp32_path: Path, data, out, t
         table["val_mIoU_drop"] = table.loc["eager", "val_mIoU"] - table["val_mIoU"]
 
 
-def _measure(backend, model, description, fp32_path, folder, inputs, size, batch, repeats, warmup, data,
-             calibration_images, out, threads) -> dict[str, Any]:  # fmt: skip
+def _measure(backend, model, description, paths, inputs, size, batch, repeats, warmup, data, calibration_images,
+             out, threads) -> dict[str, Any]:  # fmt: skip
     """One backend's latency and agreement with eager; a backend that cannot run here is a status, not a crash."""
     from facelib.export import compare_with_torch
 
     try:
-        runner = _backend(backend, model, description, fp32_path, folder, size, data, calibration_images, out,
-                          threads)  # fmt: skip
+        runner = _backend(backend, model, description, paths, size, batch, data, calibration_images, out, threads)
     except Exception as error:
         return {"status": f"failed: {str(error).splitlines()[0][:160]}"}
     cycle = iter(inputs * (repeats + warmup))
@@ -292,7 +294,7 @@ def _bench_model(model_name: str | None, checkpoint: str | Path | None) -> tuple
     return model, description
 
 
-def _backend(backend, model, description, fp32_path, folder, size, data, calibration_images, out, threads):
+def _backend(backend, model, description, paths, size, batch, data, calibration_images, out, threads):
     """A callable (normalised batch tensor -> logits) for one backend; exports/quantizes on first need."""
     from facelib.export import (
         OnnxModel,
@@ -312,14 +314,19 @@ def _backend(backend, model, description, fp32_path, folder, size, data, calibra
         with inductor.patch(freezing=True):  # weights folded into the graph: inductor's inference setting
             runner(torch.zeros(1, 3, size, size))  # compiles now, not inside the timed window
         return runner
+    fixed_batch = batch if backend.endswith("_fixed") else None
+    fp32_path = paths["onnx_fp32_fixed" if fixed_batch else "onnx_fp32"]
     if not fp32_path.exists():
-        export_model(model, fp32_path, size)
+        export_model(model, fp32_path, size, fixed_batch=fixed_batch)
         write_metadata(fp32_path, _bench_metadata(description, size, "float32"))
-    if backend == "onnx_fp32":
+    if "int8" not in backend:
         return OnnxModel(fp32_path, threads)
-    int8_path = fp32_path.with_name(fp32_path.stem + "_int8.onnx")
+    int8_path = paths[backend]
     if not int8_path.exists():
         batches = calibration_batches({**description, "input_size": size}, data, calibration_images, out)
+        if fixed_batch:  # a fixed-shape graph is calibrated with batches of its own size
+            batches = [np.concatenate(batches[i : i + fixed_batch]) for i in range(0, len(batches), fixed_batch)]
+            batches = [b for b in batches if len(b) == fixed_batch]
         quantize_int8(fp32_path, int8_path, batches, f"{len(batches)} training images of {calibration_source(data)}")
     return OnnxModel(int8_path, threads)
 

@@ -41,14 +41,26 @@ class Parity:
 # --- export ------------------------------------------------------------------------------------------------
 
 
-def export_model(model: torch.nn.Module, target: str | Path, example_size: int = 512, opset: int = OPSET) -> Path:
-    """Export an eval-mode facelib model to ONNX with dynamic batch, height and width (multiples of 32)."""
+def export_model(
+    model: torch.nn.Module,
+    target: str | Path,
+    example_size: int = 512,
+    opset: int = OPSET,
+    fixed_batch: int | None = None,
+) -> Path:
+    """Export an eval-mode facelib model to ONNX with dynamic batch, height and width (multiples of 32); with
+    `fixed_batch`, a graph for exactly (fixed_batch, 3, example_size, example_size) inputs instead, which
+    ONNX Runtime plans ahead (about 10% faster on the CPU) but which runs no other shape."""
     from facelib.outputs import atomic_path
 
     model = model.eval()
-    example = torch.randn(2, 3, example_size, example_size)  # batch 2: a size-1 example would be fixed at 1
-    steps = torch.export.Dim("height_steps", min=1, max=256), torch.export.Dim("width_steps", min=1, max=256)
-    shapes = ({0: torch.export.Dim("batch", min=1, max=1024), 2: 32 * steps[0], 3: 32 * steps[1]},)
+    shapes = None
+    if fixed_batch is None:
+        example = torch.randn(2, 3, example_size, example_size)  # batch 2: a size-1 example would be fixed at 1
+        steps = torch.export.Dim("height_steps", min=1, max=256), torch.export.Dim("width_steps", min=1, max=256)
+        shapes = ({0: torch.export.Dim("batch", min=1, max=1024), 2: 32 * steps[0], 3: 32 * steps[1]},)
+    else:
+        example = torch.randn(fixed_batch, 3, example_size, example_size)
     with atomic_path(target) as tmp, warnings.catch_warnings(), _quiet():
         warnings.simplefilter("ignore")
         program = torch.onnx.export(
@@ -81,11 +93,12 @@ class _quiet:
 
 
 def export_checkpoint(
-    checkpoint: str | Path, target: str | Path, opset: int = OPSET, check: bool = True
+    checkpoint: str | Path, target: str | Path, opset: int = OPSET, check: bool = True, fixed_shape: bool = False
 ) -> tuple[Path, Parity | None]:
     """Export a facelib checkpoint to `target` (.onnx) with its preprocessing and labels in the metadata;
     with `check`, compare ONNX Runtime's logits with PyTorch's on random inputs at two sizes and refuse to
-    leave a file that disagrees (a DataError naming the checkpoint)."""
+    leave a file that disagrees (a DataError naming the checkpoint). `fixed_shape`: one image at the
+    checkpoint's input size only (what `predict` feeds it, except multiscale TTA), planned ahead by ORT."""
     from facelib.infer import load_checkpoint, model_from_checkpoint
 
     content = load_checkpoint(checkpoint)
@@ -94,11 +107,15 @@ def export_checkpoint(
     if target.suffix != ".onnx":
         raise ConfigError(f"{target}: the exported file must end in .onnx")
     size = int(content["input_size"])
-    export_model(model, target, size, opset)
-    write_metadata(target, checkpoint_metadata(content, checkpoint, opset))
+    export_model(model, target, size, opset, fixed_batch=1 if fixed_shape else None)
+    metadata = checkpoint_metadata(content, checkpoint, opset)
+    if fixed_shape:
+        metadata["shape"] = f"fixed: 1x3x{size}x{size} (larger batches run one image at a time)"
+    write_metadata(target, metadata)
     parity = None
     if check:
-        parity = compare_with_torch(model, OnnxModel(target), sizes=((1, size, size), (2, size // 2, size)))
+        sizes = ((1, size, size),) if fixed_shape else ((1, size, size), (2, size // 2, size))
+        parity = compare_with_torch(model, OnnxModel(target), sizes=sizes)
         if not parity.ok():
             target.unlink()
             raise DataError(
@@ -128,6 +145,7 @@ def checkpoint_metadata(content: dict[str, Any], checkpoint: str | Path, opset: 
         "std": list(content["std"]),
         "input": "RGB float32 NCHW, (pixel in 0..255 - mean) / std, height and width multiples of 32",
         "input_size": int(content["input_size"]),
+        "shape": "dynamic: any batch, height and width multiples of 32",
         "output": "logits (batch, num_classes, height, width) at the input resolution",
         "config": content["config"],
         "run_key": content.get("run_key"),
@@ -201,10 +219,24 @@ class OnnxModel(torch.nn.Module):
         self.path = Path(path)
         self.metadata = onnx_metadata(path)
         self.session = onnx_session(path, threads)
+        shape = self.session.get_inputs()[0].shape
+        self.fixed = shape if all(isinstance(d, int) for d in shape) else None  # a --fixed-shape export
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         array = np.ascontiguousarray(x.detach().float().cpu().numpy())
-        return torch.from_numpy(self.session.run([OUTPUT_NAME], {INPUT_NAME: array})[0])
+        if self.fixed is None:
+            return torch.from_numpy(self.session.run([OUTPUT_NAME], {INPUT_NAME: array})[0])
+        if list(array.shape[1:]) != list(self.fixed[1:]):
+            raise ConfigError(
+                f"{self.path}: a fixed-shape export for {'x'.join(map(str, self.fixed))} inputs got "
+                f"{'x'.join(map(str, array.shape))}; export without --fixed-shape for other sizes (multiscale TTA)"
+            )
+        step, parts = self.fixed[0], []
+        for start in range(0, len(array), step):  # the graph's batch at a time; a short last chunk is padded
+            chunk = array[start : start + step]
+            padded = np.concatenate([chunk, np.zeros((step - len(chunk), *chunk.shape[1:]), chunk.dtype)])
+            parts.append(self.session.run([OUTPUT_NAME], {INPUT_NAME: padded})[0][: len(chunk)])
+        return torch.from_numpy(np.concatenate(parts))
 
 
 @torch.no_grad()

@@ -26,12 +26,15 @@ def test_bench_train_reports_data_step_loop_and_the_lovasz_share(synthetic_root,
 
 def test_bench_infer_measures_each_backend_and_their_agreement(synthetic_root, tmp_path):
     table = bench_infer("lraspp_mobilenetv3", size=64, repeats=2, warmup=1, data=synthetic_root,
-                        backends=("eager", "onnx_fp32", "onnx_int8"), calibration_images=2, out=tmp_path,
-                        onnx_dir=tmp_path / "onnx")  # fmt: skip
-    assert list(table.index) == ["eager", "onnx_fp32", "onnx_int8"] and (table["status"] == "ok").all()
+                        backends=("eager", "onnx_fp32", "onnx_int8", "onnx_fp32_fixed"), calibration_images=2,
+                        out=tmp_path, onnx_dir=tmp_path / "onnx")  # fmt: skip
+    assert list(table.index) == ["eager", "onnx_fp32", "onnx_int8", "onnx_fp32_fixed"]
+    assert (table["status"] == "ok").all(), table["status"]
     assert (table["median_ms"] > 0).all() and (table["p90_ms"] >= table["median_ms"]).all()
     assert table.loc["onnx_fp32", "argmax_agreement"] >= 0.999
+    assert table.loc["onnx_fp32_fixed", "argmax_agreement"] >= 0.999
     assert (tmp_path / "onnx" / "lraspp_mobilenetv3_64.onnx").exists()
+    assert (tmp_path / "onnx" / "lraspp_mobilenetv3_64_fixed.onnx").exists()
     with pytest.raises(ConfigError, match="valid: eager, compile"):
         bench_infer("fastscnn", backends=("tensorrt",))
     with pytest.raises(ConfigError, match="checkpoint"):

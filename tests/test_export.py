@@ -151,3 +151,22 @@ def test_metadata_round_trips_any_json(tmp_path):
     write_metadata(path, values)
     assert onnx_metadata(path) == values
     assert json.loads(onnx.load(str(path)).metadata_props[1].value) == values["nested"]
+
+
+def test_fixed_shape_export_runs_predict_and_eval_and_refuses_other_sizes(exported, synthetic_root, tmp_path):
+    fixed = tmp_path / "fixed.onnx"
+    assert main(["export", str(exported["checkpoint"]), "--onnx", str(fixed), "--fixed-shape"]) == 0
+    assert onnx_metadata(fixed)["shape"].startswith("fixed: 1x3x64x64")
+    dims = [d.dim_value for d in onnx.load(str(fixed)).graph.input[0].type.tensor_type.shape.dim]
+    assert dims == [1, 3, 64, 64]
+    results = exported["results"] / "results"
+    scores = {
+        path.name: evaluate(path, data=synthetic_root, out=results, device="cpu", workers=0).summary["mIoU"]
+        for path in (exported["fp32"], fixed)
+    }  # fmt: skip  (batches of 8 run one image at a time)
+    assert scores["fixed.onnx"] == pytest.approx(scores["quick.onnx"], abs=0.01)
+    photo = sorted((synthetic_root / "test" / "images").iterdir())[0]
+    predict(fixed, [photo], tmp_path / "out", tta="flip")
+    assert (tmp_path / "out" / f"{photo.stem}.png").exists()
+    with pytest.raises(ConfigError, match="fixed-shape export"):  # what multiscale TTA would feed it
+        OnnxModel(fixed)(torch.zeros(1, 3, 96, 96))
