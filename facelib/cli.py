@@ -348,7 +348,8 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--no-check", action="store_true", help="skip the ONNX Runtime vs PyTorch comparison")
     export.add_argument("--fixed-shape", action="store_true",
                         help="a graph for one image at the checkpoint's input size only (what predict feeds it): "
-                        "about 10%% faster on the CPU; multiscale TTA needs the default dynamic graph")  # fmt: skip
+                        "for runtimes and converters that need static shapes (no faster in ONNX Runtime on our CPU); multiscale "
+                        "TTA needs the default dynamic graph")  # fmt: skip
     export.add_argument("--out", default="results", help="results folder holding the split files (default: results)")
     export.set_defaults(run=_export)
 

@@ -49,8 +49,8 @@ def export_model(
     fixed_batch: int | None = None,
 ) -> Path:
     """Export an eval-mode facelib model to ONNX with dynamic batch, height and width (multiples of 32); with
-    `fixed_batch`, a graph for exactly (fixed_batch, 3, example_size, example_size) inputs instead, which
-    ONNX Runtime plans ahead (about 10% faster on the CPU) but which runs no other shape."""
+    `fixed_batch`, a graph for exactly (fixed_batch, 3, example_size, example_size) inputs instead, for
+    runtimes and converters that need static shapes (in ONNX Runtime on our 2-core CPU it was no faster)."""
     from facelib.outputs import atomic_path
 
     model = model.eval()
@@ -98,7 +98,7 @@ def export_checkpoint(
     """Export a facelib checkpoint to `target` (.onnx) with its preprocessing and labels in the metadata;
     with `check`, compare ONNX Runtime's logits with PyTorch's on random inputs at two sizes and refuse to
     leave a file that disagrees (a DataError naming the checkpoint). `fixed_shape`: one image at the
-    checkpoint's input size only (what `predict` feeds it, except multiscale TTA), planned ahead by ORT."""
+    checkpoint's input size only (what `predict` feeds it, except multiscale TTA)."""
     from facelib.infer import load_checkpoint, model_from_checkpoint
 
     content = load_checkpoint(checkpoint)
