@@ -169,8 +169,11 @@ def _eval(args: argparse.Namespace) -> list[Path]:
 
 def _predict(args: argparse.Namespace) -> list[Path]:
     from facelib.infer import predict
+    from facelib.ship import default_model
 
-    checkpoint = _checkpoint_path(args.checkpoint)
+    checkpoint = _checkpoint_path(args.checkpoint) if args.checkpoint else default_model()
+    if not args.checkpoint:
+        print(f"model: {checkpoint}")
     written = predict(checkpoint, args.inputs, args.out, overlay=args.overlay, tta=args.tta, device=args.device,
                       backend=args.backend)  # fmt: skip
     print(f"{sum(p.suffix == '.png' for p in written)} masks written to {args.out}")
@@ -199,6 +202,58 @@ def _export(args: argparse.Namespace) -> list[Path]:
         described = f"{len(batches)} training images of {calibration_source(args.data)} (percentile calibration, QDQ, per channel)"
         written.append(quantize_int8(target, int8, batches, described))
         print(f"{int8}: int8, calibrated on {described}; `facelib eval {int8}` measures its accuracy")
+    return written
+
+
+def _ship(args: argparse.Namespace) -> list[Path]:
+    from facelib.ship import DEFAULT_MODEL, ship
+
+    if bool(args.checkpoint) == bool(args.best):
+        raise ConfigError("name a checkpoint (file, run folder or run key) or --best PROFILE, not both or neither")
+    if args.best:
+        from facelib.experiments import Report, best_run
+
+        report = Report(args.best, args.data, args.device, args.out, args.checkpoints, train_missing=False)
+        winner = best_run(report.table_rows("comparison"))
+        checkpoint = report.checkpoint(winner)
+        print(f"best Table 4 run under the cap in profile {args.best}: {winner.label} ({winner.key}), "
+              f"validation mF1 {winner.summary['best']['mF1']:.2f}")  # fmt: skip
+    else:
+        checkpoint = _checkpoint_path(args.checkpoint)
+    target = Path(args.to) if args.to else DEFAULT_MODEL
+    written = ship(checkpoint, target, args.data, args.out, args.device, evaluate=not args.no_eval,
+                   card=not args.no_card)  # fmt: skip
+    print(f"{target}: fp16 weights of {checkpoint} ({target.stat().st_size / 1e6:.1f} MB)")
+    return written
+
+
+def _runs(args: argparse.Namespace) -> list[Path]:
+    import pandas as pd
+
+    from facelib.experiments import HEADLINE, Report, round_frame, tta_scores
+
+    report = Report(args.profile, args.data, args.device, args.out, args.checkpoints, "facelib runs",
+                    train_missing=not args.cached_only)  # fmt: skip
+    tables = args.table.split(",")
+    only = args.rows.split(",") if args.rows else None
+    if only and len(tables) > 1:
+        raise ConfigError("--rows picks rows of one table; name a single --table with it")
+    modes = [m for m in args.tta.split(",") if m] if args.tta else []
+    written, lines = [], []
+    for table in tables:
+        for run in report.table_rows(table, only, want_checkpoint=bool(modes)):
+            best = run.summary["best"]
+            line = {"table": table, "row": run.label, "key": run.key, "iterations": run.config.iterations,
+                    "batch": run.config.batch_size, "train s": run.summary["train_wall_s"],
+                    "images/s": run.summary["images_per_s"], "best at": best["iteration"],
+                    **{name: best[name] for name in HEADLINE}}  # fmt: skip
+            for mode in modes:
+                scores = tta_scores(report, run, mode)
+                line[f"mIoU tta_{mode}"] = None if scores is None else scores["mIoU"]
+                line[f"mF1 tta_{mode}"] = None if scores is None else scores["mF1"]
+            lines.append(line)
+            written += sorted(p for p in (args.out / Path("runs") / run.key).iterdir() if p.is_file())
+    print(round_frame(pd.DataFrame(lines)).to_string(index=False))
     return written
 
 
@@ -327,8 +382,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     predict = commands.add_parser("predict", help="parse face photos: palette PNG masks, optional overlays")
     predict.add_argument("inputs", nargs="+", help="image files or folders")
-    predict.add_argument("--checkpoint", required=True,
-                         help="a checkpoint file, a run folder, a run key, or an exported .onnx file")  # fmt: skip
+    predict.add_argument("--checkpoint",
+                         help="a checkpoint file, a run folder, a run key, or an exported .onnx file (default: "
+                         "$FACELIB_MODEL, else the shipped results/models/facelib-best.pt)")  # fmt: skip
     predict.add_argument("--out", default="predictions", help="output folder (default: predictions)")
     predict.add_argument("--overlay", action="store_true", help="also write OUT/overlays/STEM.jpg")
     predict.add_argument("--tta", default="none", choices=["none", "flip", "multiscale"])
@@ -352,6 +408,45 @@ def build_parser() -> argparse.ArgumentParser:
                         "TTA needs the default dynamic graph")  # fmt: skip
     export.add_argument("--out", default="results", help="results folder holding the split files (default: results)")
     export.set_defaults(run=_export)
+
+    ship_ = commands.add_parser(
+        "ship", help="a run's best checkpoint as fp16 weights, evaluated as shipped, with a model card",
+        description="Write fp16 weights of a checkpoint (default target: results/models/facelib-best.pt, the model "
+        "`facelib predict` uses by default), evaluate that file on the validation split (TTA none and flip, and "
+        "the audit-corrected labels) and write a model card TARGET.md beside it.",
+    )  # fmt: skip
+    ship_.add_argument("checkpoint", nargs="?", help="a checkpoint file, a run folder, or a run key")
+    ship_.add_argument("--best", metavar="PROFILE", help="instead: the best Table 4 run under the parameter cap "
+                       "in that profile's run cache (by validation mF1, as notebooks 04 and 05 choose it)")  # fmt: skip
+    ship_.add_argument("--to", metavar="TARGET.pt", help="where to write (default: results/models/facelib-best.pt)")
+    ship_.add_argument("--data", help=DATA_HELP + " (the validation images)")
+    ship_.add_argument("--device", default="auto")
+    ship_.add_argument("--no-eval", action="store_true", help="do not evaluate (the card then has no scores)")
+    ship_.add_argument("--no-card", action="store_true", help="write the weights only")
+    ship_.add_argument("--out", default="results", help="results folder: run cache and split files (default: results)")
+    ship_.add_argument(
+        "--checkpoints", default="checkpoints", help="checkpoint folder, for --best (default: checkpoints)"
+    )
+    ship_.set_defaults(run=_ship)
+
+    runs = commands.add_parser(
+        "runs", help="train (or find in the run cache) every row of a report table, as its notebook does",
+        description="The runs behind a report table for a profile, exactly as notebooks 02-04 define them "
+        "(facelib.experiments.TABLES): trained where missing, then optionally scored with test-time augmentation "
+        "(stored beside each run, where notebook 04 reads them). Meant for GPU leases: train here, assemble the "
+        "report elsewhere with `facelib report --cached-only`.",
+    )  # fmt: skip
+    runs.add_argument("--profile", default="smoke", help="smoke (default), gpu-short or full")
+    runs.add_argument("--table", required=True, help="augmentation, loss or comparison (comma-separated for several)")
+    runs.add_argument("--rows", help="comma-separated rows of the table (default: all), e.g. fastscnn,bisenetv2_xs")
+    runs.add_argument("--tta", default="", help="after training, evaluate each best checkpoint with these TTA "
+                      "modes, e.g. none,flip (default: none of them)")  # fmt: skip
+    runs.add_argument("--data", help=DATA_HELP)
+    runs.add_argument("--device", default="auto", help="where missing runs train: auto (default), cpu, cuda")
+    runs.add_argument("--out", default="results", help="results root: run cache in OUT/runs (default: results)")
+    runs.add_argument("--checkpoints", default="checkpoints", help="checkpoint folder (default: checkpoints)")
+    runs.add_argument("--cached-only", action="store_true", help="never train: fail on a run missing from the cache")
+    runs.set_defaults(run=_runs)
 
     bench = commands.add_parser("bench", help="measure speed: training throughput or inference latency")
     targets = bench.add_subparsers(dest="target", required=True, metavar="WHAT")

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from facelib.errors import ReportError
-from facelib.profiles import REFERENCE_TABLE4, get_profile
+from facelib.profiles import AUGMENTATION_ROWS, LOSS_ROWS, REFERENCE_TABLE4, get_profile
 from facelib.train import TrainConfig
 
 # smp and timm import tqdm.auto, which warns in a notebook kernel without ipywidgets; facelib draws no widget bars.
@@ -27,6 +27,13 @@ warnings.filterwarnings("ignore", message="IProgress not found")
 
 HEADLINE = ("mIoU", "mF1", "mFscore_ref", "per_image_F")
 FINAL_POINTS = 4  # validation points averaged for Tables 1-2, as the reference did
+TABLES = {
+    "augmentation": ("augment", AUGMENTATION_ROWS, {"model": "fastscnn"}),
+    "loss": ("loss", LOSS_ROWS, {"model": "fastscnn"}),
+    "comparison": ("model", None, {}),  # None: the profile's models
+}
+"""Each table's rows: the TrainConfig field they vary, its values, and what every row fixes (Tables 1 and 2
+are Fast-SCNN ablations, as in the reference). The notebooks and `facelib runs` both read this."""
 
 
 @dataclass
@@ -62,6 +69,14 @@ class Run:
         if len(values) < 2 * points:
             return None
         return float(values.iloc[-points:].mean() - values.iloc[-2 * points : -points].mean())
+
+
+def table_rows(profile: str, table: str) -> tuple[str, ...]:
+    """The row labels of a table in a profile (see TABLES)."""
+    if table not in TABLES:
+        raise ReportError(f"unknown table {table!r}; valid: {', '.join(TABLES)}")
+    values = TABLES[table][1]
+    return tuple(get_profile(profile).models if values is None else values)
 
 
 class Report:
@@ -178,6 +193,16 @@ class Report:
     def table_runs(self, table: str, field: str, values: Sequence[Any], **fixed: Any) -> list[Run]:
         """One run per value of `field` (e.g. augment over the augmentation presets)."""
         return [self.run(table, str(value), **{field: value}, **fixed) for value in values]
+
+    def table_rows(self, table: str, only: Sequence[str] | None = None, want_checkpoint: bool = False) -> list[Run]:
+        """The runs of a report table, as defined in TABLES (`only`: a subset of its rows, in that order)."""
+        rows = table_rows(self.profile.name, table)
+        field, _, fixed = TABLES[table]
+        unknown = [row for row in only or () if row not in rows]
+        if unknown:
+            raise ReportError(f"table {table} has no row(s) {', '.join(unknown)}; its rows: {', '.join(rows)}")
+        chosen = tuple(only) if only else rows
+        return self.table_runs(table, field, chosen, want_checkpoint=want_checkpoint, **fixed)
 
     # --- outputs ---------------------------------------------------------------------------------------
 
@@ -343,9 +368,20 @@ def widths_table() -> pd.DataFrame:
     return pd.DataFrame(rows).set_index("model")
 
 
+def under_cap(run: Run) -> bool:
+    """Whether the run's model, counting every trained parameter (auxiliary heads too), is under the cap."""
+    from facelib.models import build_model, fits_cap, parameter_breakdown
+
+    return fits_cap(parameter_breakdown(build_model(run.config.model, **run.config.model_overrides)))
+
+
 def best_run(runs: Sequence[Run]) -> Run:
-    """The run whose best checkpoint has the highest validation mF1."""
-    return max(runs, key=lambda r: r.summary["best"]["mF1"])
+    """The run under the parameter cap whose best checkpoint has the highest validation mF1 (a model over the
+    cap, such as the reference's BiSeNetV2-XS by facelib's count, is compared in Table 4 but never chosen)."""
+    eligible = [run for run in runs if under_cap(run)]
+    if not eligible:
+        raise ReportError(f"no run under the parameter cap among {', '.join(run.label for run in runs)}")
+    return max(eligible, key=lambda r: r.summary["best"]["mF1"])
 
 
 def tta_scores(report: Report, run: Run, tta: str) -> dict[str, float] | None:

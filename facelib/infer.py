@@ -318,8 +318,8 @@ def evaluate(
 def save_evaluation(
     result: Evaluation, checkpoint: str | Path, data: str | Path | None, split: str, out: str | Path = "results"
 ) -> list[Path]:
-    """Store an evaluation beside its run: OUT/runs/KEY/eval-SPLIT-tta_T[-corrected].json and a per-class
-    table, each with its provenance (checkpoint, data, labels, commit, machine, date)."""
+    """Store an evaluation beside its run: OUT/runs/KEY/eval-SPLIT-tta_T[-corrected][-onnx_P|-fp16].json and
+    a per-class table, each with its provenance (checkpoint, data, labels, commit, machine, date)."""
     import json
 
     from facelib.outputs import provenance, write_table, write_text
@@ -331,6 +331,8 @@ def save_evaluation(
     variant = f"eval-{split}-tta_{result.tta}" + ("-corrected" if result.corrected_labels else "")
     if checkpoint.suffix == ".onnx":
         variant += f"-onnx_{content['precision']}"
+    elif content.get("weights_dtype") == "float16":  # a shipped file (facelib.ship): scored apart from best.pt
+        variant += "-fp16"
     folder = Path(out) / "runs" / key
     note = provenance(f"{data or 'default'} ({split} split, {labels} labels)") + f" Checkpoint {checkpoint}."
     record = {"checkpoint": str(checkpoint), "split": split, **result.to_dict(), "provenance": note}

@@ -15,18 +15,7 @@ data=${1:?dataset root}; out=${2:?output folder}
 PY=${PY:-python3}
 device=${DEVICE:-cuda}; crop=${CROP:-512}; batch=${BATCH:-64}; workers=${WORKERS:-15}
 iterations=${ITERATIONS:-1000}; limit=${TRAIN_LIMIT:-45}
-if [ -z "${NO_INSTALL:-}" ]; then
-  $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
-  export PYTHONPATH=/tmp/site:$PWD
-fi
-export PYTHONUNBUFFERED=1 NO_ALBUMENTATIONS_UPDATE=1
-mkdir -p "$out"
-exec > >(tee "$out/log.txt") 2>&1
-command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
-$PY -c "import torch, os; print('torch', torch.__version__, 'CUDA', torch.version.cuda, torch.cuda.is_available() and torch.cuda.get_device_name(), '| cores', os.cpu_count())"
-start=$(date +%s)
-marker=$(mktemp); touch "$marker"
-stamp() { echo "--- $(( $(date +%s) - start )) s: $*"; }
+source "$(dirname "$0")/device_setup.sh"
 
 bench() {  # TIMEOUT_S, then `facelib bench train` flags
   local limit_s=$1; shift

@@ -1,0 +1,239 @@
+"""Shipping a trained model: its best checkpoint as weights-only fp16 (a few MB, small enough to commit),
+evaluated as shipped, with a model card beside it; and the default model `facelib predict` uses.
+
+A shipped file is an ordinary facelib checkpoint (`facelib.infer.load_checkpoint` reads it; the weights are
+cast back to float32 when the model is built) with `weights_dtype: "float16"` and its source recorded. The
+card's scores are measured on the fp16 file itself, never copied from the fp32 checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from facelib.errors import ConfigError, DataError
+
+MODELS_DIR = Path(__file__).resolve().parents[1] / "results" / "models"
+DEFAULT_MODEL = MODELS_DIR / "facelib-best.pt"
+"""What `facelib predict` uses when no checkpoint is given: the repository's shipped best model (found from the
+package's own location, so it works from any folder of a clone). `FACELIB_MODEL` overrides it."""
+
+SHIPPED_EVALUATIONS = (("none", False), ("flip", False), ("none", True))  # (TTA, audit-corrected labels)
+REFERENCE_BEST = {"model": "BiSeNetV2-XS", "mIoU": 71.61, "mFscore": 85.6, "iterations": 24_000, "batch": 8}
+LICENCE = (
+    "Trained on CelebAMask-HQ images and masks (CelebAMask-HQ is for non-commercial research and educational "
+    "use only; see its licence). These weights are derived from that data: use them under the same terms."
+)
+
+
+def default_model() -> Path:
+    """The checkpoint `facelib predict` uses without `--checkpoint`: $FACELIB_MODEL, else the shipped model.
+    A missing file is a ConfigError that says how to get one."""
+    chosen = os.environ.get("FACELIB_MODEL")
+    path = Path(chosen) if chosen else DEFAULT_MODEL
+    if not path.is_file():
+        origin = "FACELIB_MODEL points to" if chosen else "the shipped model"
+        raise ConfigError(
+            f"no checkpoint given and {origin} {path} does not exist: pass --checkpoint (a .pt, .onnx, run folder "
+            "or run key), or train a model (`facelib train`) and ship it (`facelib ship RUN`)"
+        )
+    return path
+
+
+def half_checkpoint(content: dict[str, Any], source: str) -> dict[str, Any]:
+    """The same checkpoint with floating-point weights stored as float16 (integer buffers kept)."""
+    state = {
+        name: tensor.half() if tensor.is_floating_point() else tensor for name, tensor in content["state_dict"].items()
+    }
+    return {**content, "state_dict": state, "weights_dtype": "float16", "shipped_from": source}
+
+
+def weight_agreement(original: torch.nn.Module, shipped: torch.nn.Module, size: int, seed: int = 0) -> float:
+    """Share of pixels where the fp32 and the fp16-stored model pick the same class, on two random inputs."""
+    generator = torch.Generator().manual_seed(seed)
+    x = torch.randn(2, 3, size, size, generator=generator)
+    with torch.no_grad():
+        same = original.eval()(x).argmax(1) == shipped.eval()(x).argmax(1)
+    return float(same.float().mean())
+
+
+def ship(
+    checkpoint: str | Path,
+    target: str | Path = DEFAULT_MODEL,
+    data: str | Path | None = None,
+    out: str | Path = "results",
+    device: str = "auto",
+    evaluate: bool = True,
+    card: bool = True,
+) -> list[Path]:
+    """Write `target` (fp16 weights of `checkpoint`), then with `evaluate` score it on the validation split
+    (TTA none and flip on the original labels, none on the audit-corrected ones; stored beside its run as
+    eval-val-*-fp16.json), and with `card` write `target`.md. Returns the paths written."""
+    from facelib.infer import evaluate as run_evaluation
+    from facelib.infer import load_checkpoint, model_from_checkpoint, save_evaluation
+    from facelib.outputs import atomic_path
+
+    checkpoint, target = Path(checkpoint), Path(target)
+    if target.suffix != ".pt":
+        raise ConfigError(f"{target}: a shipped model is a .pt file")
+    content = load_checkpoint(checkpoint)
+    if content.get("weights_dtype") == "float16":
+        raise DataError(f"{checkpoint}: already a shipped fp16 file; ship the run's best.pt instead")
+    shipped = half_checkpoint(content, str(checkpoint))
+    original = model_from_checkpoint(content, checkpoint)
+    agreement = weight_agreement(original, model_from_checkpoint(shipped, target), min(int(content["input_size"]), 256))
+    if agreement < 0.999:
+        raise DataError(
+            f"{checkpoint}: fp16 weights change {100 * (1 - agreement):.2f}% of predicted pixels; not shipped"
+        )
+    with atomic_path(target) as tmp:
+        torch.save(shipped, tmp)
+    written = [target]
+    evaluations: dict[str, dict[str, Any]] = {}
+    if evaluate:
+        for tta, corrected in SHIPPED_EVALUATIONS:
+            result = run_evaluation(target, data, "val", tta, corrected, out, device=device)
+            paths = save_evaluation(result, target, data, "val", out)
+            evaluations[paths[0].stem] = json.loads(paths[0].read_text())
+            written += paths
+    if card:
+        from facelib.outputs import write_text
+
+        summary_file = Path(out) / "runs" / content["run_key"] / "summary.json"
+        summary = json.loads(summary_file.read_text()) if summary_file.exists() else None
+        text = model_card(shipped, target, agreement, evaluations, summary, data, _is_synthetic(data))
+        written.append(write_text(target.with_suffix(".md"), text))
+    return written
+
+
+def _dataset_root(data: str | Path | None) -> Path:
+    from facelib.data import discover
+
+    return Path(discover(data).root)
+
+
+def _is_synthetic(data: str | Path | None) -> bool:
+    """Whether the dataset is facelib's generated faces (which carry no licence terms), not real photos."""
+    from facelib.synthetic import DONE_MARKER
+
+    return (_dataset_root(data) / DONE_MARKER).exists()
+
+
+def _scores_row(name: str, scores: dict[str, Any]) -> str:
+    return (
+        f"| {name} | {scores['mIoU']:.2f} | {scores['mF1']:.2f} | {scores['mFscore_ref']:.2f} | "
+        f"{scores['per_image_F']:.2f} | {scores['aAcc']:.2f} |"
+    )
+
+
+def model_card(
+    content: dict[str, Any],
+    target: Path,
+    agreement: float,
+    evaluations: dict[str, dict[str, Any]],
+    summary: dict[str, Any] | None,
+    data: str | Path | None,
+    synthetic: bool = False,
+) -> str:
+    """A short Markdown model card: what the model is, how it was trained, how it scores, how to use it."""
+    from facelib.models import MODELS, PARAMETER_CAP, build_model, parameter_breakdown
+    from facelib.outputs import provenance
+
+    config = content["config"]
+    counts = parameter_breakdown(build_model(content["model"], **content["model_overrides"]))
+    role = MODELS[content["model"]].role if content["model"] in MODELS else ""
+    size_mb = target.stat().st_size / 1e6
+    lines = [
+        f"# Model card: `{target.name}`",
+        "",
+        f"Face parsing into the 19 CelebAMask-HQ classes ({', '.join(content['class_names'])}).",
+        "",
+        "## Model",
+        f"- architecture: `{content['model']}`"
+        + (f" ({role})" if role else "")
+        + (f", overrides {content['model_overrides']}" if content["model_overrides"] else ""),
+        f"- parameters: {counts['total']:,} trained, {counts['deployed']:,} run at inference "
+        f"(cap {PARAMETER_CAP:,}: {'under' if counts['total'] < PARAMETER_CAP else 'OVER'})",
+        f"- trained from scratch (no pretrained weights); input {content['input_size']}x{content['input_size']} "
+        f"RGB normalised with mean {[round(v, 2) for v in content['mean']]}, std {[round(v, 2) for v in content['std']]}",
+        f"- file: weights stored as float16 ({size_mb:.1f} MB), run in float32; the fp16 weights pick the same "
+        f"class as the fp32 checkpoint on {100 * agreement:.3f}% of pixels (two random inputs)",
+        f"- from run `{content['run_key']}`, best checkpoint by validation mF1 at iteration {content['iteration']}",
+        "",
+        "## Training",
+        f"- recipe: {config['iterations']} iterations of batch {config['batch_size']} at {config['crop_size']}px "
+        f"crops, AdamW lr {config['lr']} ({config['schedule']}, warm-up {config['warmup_fraction']}), weight decay "
+        f"{config['weight_decay']}, loss `{config['loss']}`, augmentation `{config['augment']}`, seed {config['seed']}"
+        + (", audit-corrected labels" if config.get("corrected_labels") else ""),
+    ]
+    if summary is not None:
+        trained_on = summary["data"]
+        lines.append(
+            f"- data: `{trained_on['name']}`, {trained_on['n_train']} training and {trained_on['n_val']} validation "
+            f"pairs (split {trained_on['split_file']})"
+        )
+        lines.append(
+            f"- {summary['train_wall_s']:.0f} s of training ({summary['images_per_s']:.0f} images/s) on "
+            f"{summary['device']}, commit {summary['commit']}, {summary['written_at']}"
+        )
+    else:
+        lines.append("- the run's summary.json was not found beside it: training time and device unknown here")
+    lines += ["", "## Validation scores of this file", ""]
+    if evaluations:
+        first = next(iter(evaluations.values()))
+        lines += [
+            f"`facelib eval` of the shipped file on the {first['images']}-image validation split (percent; mIoU "
+            "and mF1 count every class present in the ground truth or prediction, mFscore_ref drops classes "
+            "never predicted, as the reference's tool did):",
+            "",
+            "| evaluation | mIoU | mF1 | mFscore_ref | per-image F | aAcc |",
+            "|---|---|---|---|---|---|",
+        ]
+        for scores in evaluations.values():
+            labels = "audit-corrected labels" if scores["corrected_labels"] else "original labels"
+            lines.append(_scores_row(f"TTA {scores['tta']}, {labels}", scores))
+        plain = next((s for s in evaluations.values() if s["tta"] == "none" and not s["corrected_labels"]), None)
+        if plain is not None:
+            ref = REFERENCE_BEST
+            beats = plain["mIoU"] > ref["mIoU"] and plain["mF1"] > ref["mFscore"]
+            lines += [
+                "",
+                f"The reference's best under the cap, {ref['model']}, reached {ref['mIoU']} mIoU and an "
+                f"{ref['mFscore']} mFscore after {ref['iterations']:,} iterations of batch {ref['batch']}. This "
+                f"file, without TTA: {plain['mIoU']:.2f} mIoU, honest mF1 {plain['mF1']:.2f} (reference-style "
+                f"{plain['mFscore_ref']:.2f}): {'above' if beats else 'not above'} the reference on both.",
+            ]
+        if summary is not None and summary.get("best"):
+            best = summary["best"]
+            lines += [
+                "",
+                f"The fp32 checkpoint at training time (validation during the run, on {summary['device']}): mIoU "
+                f"{best['mIoU']:.2f}, mF1 {best['mF1']:.2f}, mFscore_ref {best['mFscore_ref']:.2f}.",
+            ]
+        lines += ["", "Evaluation provenance: " + first["provenance"]]
+    else:
+        lines.append("Not evaluated (shipped with --no-eval).")
+    is_default = target.resolve() == DEFAULT_MODEL.resolve()
+    predict = "facelib predict PHOTO..." + ("" if is_default else f" --checkpoint {target}")
+    licence = (
+        "Trained and evaluated on facelib's synthetic faces: no dataset licence applies." if synthetic else LICENCE
+    )
+    lines += [
+        "",
+        "## Use",
+        f"- `{predict}`"
+        + (" (this file is the default model)" if is_default else "")
+        + " writes palette PNG masks; add `--overlay` for overlays, `--tta flip` for flip test-time augmentation",
+        f"- `facelib export {target} --onnx model.onnx [--int8]` for ONNX Runtime",
+        "",
+        "## Data and licence",
+        f"- {licence}",
+        "",
+        provenance(str(_dataset_root(data)), command=None),
+        "",
+    ]
+    return "\n".join(lines)

@@ -1,0 +1,191 @@
+"""Shipping a model (fp16 weights, evaluated as shipped, model card), the default model of `facelib predict`,
+and `facelib runs` (a report table's runs, trained as its notebook would, with TTA scores beside them)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from PIL import Image
+
+from facelib import ship as ship_module
+from facelib.cli import main
+from facelib.errors import ConfigError, DataError, ReportError
+from facelib.experiments import TABLES, Run, best_run, table_rows
+from facelib.infer import load_checkpoint, model_from_checkpoint
+from facelib.profiles import PROFILES
+from facelib.ship import DEFAULT_MODEL, default_model, half_checkpoint, ship
+from facelib.train import TrainConfig
+
+
+@pytest.fixture(scope="module")
+def shipped(quick_run, synthetic_root, tmp_path_factory) -> dict[str, Path]:
+    """The quick run's best checkpoint shipped by the CLI to a temporary folder."""
+    target = tmp_path_factory.mktemp("shipped") / "model.pt"
+    results = quick_run["base"] / "results"
+    code = main(["ship", str(Path(quick_run["checkpoint_dir"]) / "best.pt"), "--to", str(target),
+                 "--data", str(synthetic_root), "--out", str(results), "--device", "cpu"])  # fmt: skip
+    assert code == 0
+    return {"target": target, "results": results, "run_dir": Path(quick_run["run_dir"])}
+
+
+def test_shipped_file_is_fp16_and_predicts_like_the_checkpoint(shipped, quick_run):
+    original = load_checkpoint(Path(quick_run["checkpoint_dir"]) / "best.pt")
+    content = load_checkpoint(shipped["target"])
+    assert content["weights_dtype"] == "float16" and content["run_key"] == quick_run["key"]
+    floats = [t for t in content["state_dict"].values() if t.is_floating_point()]
+    assert floats and all(t.dtype == torch.float16 for t in floats)
+    integers = [name for name, t in original["state_dict"].items() if not t.is_floating_point()]
+    assert all(content["state_dict"][name].dtype == original["state_dict"][name].dtype for name in integers)
+    assert shipped["target"].stat().st_size < 0.6 * (Path(quick_run["checkpoint_dir"]) / "best.pt").stat().st_size
+    model = model_from_checkpoint(content)
+    assert all(p.dtype == torch.float32 for p in model.parameters())  # stored in fp16, run in fp32
+    x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        same = model(x).argmax(1) == model_from_checkpoint(original).eval()(x).argmax(1)
+    assert same.float().mean() >= 0.999
+
+
+def test_shipped_file_is_evaluated_as_shipped_and_its_card_states_those_scores(shipped, quick_run):
+    for variant in ("tta_none", "tta_flip", "tta_none-corrected"):
+        record = json.loads((shipped["run_dir"] / f"eval-val-{variant}-fp16.json").read_text())
+        assert record["checkpoint"] == str(shipped["target"])
+    plain = json.loads((shipped["run_dir"] / "eval-val-tta_none-fp16.json").read_text())
+    card = shipped["target"].with_suffix(".md").read_text()
+    assert f"| TTA none, original labels | {plain['mIoU']:.2f} | {plain['mF1']:.2f} |" in card
+    assert "TTA flip, original labels" in card and "audit-corrected labels" in card
+    assert "`fastscnn`" in card and "trained, " in card and "under)" in card
+    assert f"{quick_run['config']['iterations']} iterations of batch {quick_run['config']['batch_size']}" in card
+    assert "71.61" in card and "not above the reference" in card  # a 60-iteration synthetic run is not
+    assert "synthetic faces" in card and f"--checkpoint {shipped['target']}" in card
+    assert not list(shipped["target"].parent.glob(".*tmp*"))  # nothing half-written left behind
+
+
+def test_ship_refuses_what_it_should_not_ship(shipped, quick_run, tmp_path):
+    with pytest.raises(DataError, match="already a shipped fp16 file"):
+        ship(shipped["target"], tmp_path / "again.pt", evaluate=False, card=False)
+    with pytest.raises(ConfigError, match=r"\.pt file"):
+        ship(Path(quick_run["checkpoint_dir"]) / "best.pt", tmp_path / "model.onnx", evaluate=False)
+    assert main(["ship", "--to", str(tmp_path / "x.pt")]) == 2  # neither a checkpoint nor --best
+    garbage = tmp_path / "garbage.pt"
+    garbage.write_bytes(b"not a checkpoint")
+    with pytest.raises(DataError, match=r"garbage\.pt"):
+        ship(garbage, tmp_path / "out.pt", evaluate=False)
+    assert not (tmp_path / "out.pt").exists()
+
+
+def test_half_checkpoint_keeps_everything_but_the_weight_dtype():
+    content = {"state_dict": {"w": torch.ones(2), "n": torch.tensor(3)}, "model": "fastscnn", "run_key": "k"}
+    half = half_checkpoint(content, "src.pt")
+    assert half["state_dict"]["w"].dtype == torch.float16 and half["state_dict"]["n"].dtype == torch.int64
+    assert (half["model"], half["run_key"], half["shipped_from"]) == ("fastscnn", "k", "src.pt")
+    assert content["state_dict"]["w"].dtype == torch.float32  # the original is untouched
+
+
+def test_predict_uses_the_default_model_and_says_how_to_get_one(shipped, synthetic_root, tmp_path, monkeypatch):
+    repository = Path(__file__).resolve().parents[1]
+    assert repository / "results" / "models" / "facelib-best.pt" == DEFAULT_MODEL  # the clone's, from any folder
+    photo = sorted((synthetic_root / "test" / "images").iterdir())[0]
+    monkeypatch.setattr(ship_module, "DEFAULT_MODEL", tmp_path / "absent.pt")
+    monkeypatch.delenv("FACELIB_MODEL", raising=False)
+    with pytest.raises(ConfigError, match=r"absent\.pt does not exist.*facelib ship"):
+        default_model()
+    assert main(["predict", str(photo), "--out", str(tmp_path / "none")]) == 2
+    monkeypatch.setattr(ship_module, "DEFAULT_MODEL", shipped["target"])
+    monkeypatch.chdir(tmp_path)  # from any folder
+    assert main(["predict", str(photo), "--out", "default"]) == 0
+    monkeypatch.setenv("FACELIB_MODEL", str(shipped["target"]))
+    monkeypatch.setattr(ship_module, "DEFAULT_MODEL", tmp_path / "absent.pt")
+    assert main(["predict", str(photo), "--out", "env", "--checkpoint", str(shipped["target"])]) == 0
+    assert main(["predict", str(photo), "--out", "from_env"]) == 0
+    masks = [np.asarray(Image.open(tmp_path / d / f"{photo.stem}.png")) for d in ("default", "env", "from_env")]
+    assert all((m == masks[0]).all() for m in masks)
+    monkeypatch.setenv("FACELIB_MODEL", str(tmp_path / "missing.pt"))
+    with pytest.raises(ConfigError, match="FACELIB_MODEL points to"):
+        default_model()
+
+
+def test_shipped_file_exports_to_onnx(shipped, tmp_path):
+    target = tmp_path / "shipped.onnx"
+    assert main(["export", str(shipped["target"]), "--onnx", str(target)]) == 0 and target.exists()
+
+
+# --- choosing and training a table's runs ---------------------------------------------------------------
+
+
+def _run(model: str, mf1: float) -> Run:
+    summary = {"key": model, "best": {"mF1": mf1}}
+    return Run(model, TrainConfig(model=model), summary, pd.DataFrame())
+
+
+def test_best_run_never_picks_a_model_over_the_parameter_cap():
+    runs = [_run("fastscnn", 50.0), _run("bisenetv2_xs", 90.0), _run("lraspp_mobilenetv3", 60.0)]
+    assert best_run(runs).label == "lraspp_mobilenetv3"  # bisenetv2_xs: 2,152,095 trained parameters
+    with pytest.raises(ReportError, match="no run under the parameter cap"):
+        best_run([_run("bisenetv2_xs", 90.0)])
+
+
+def test_table_rows_follow_the_tables_and_the_profile():
+    assert table_rows("gpu-short", "comparison") == PROFILES["gpu-short"].models
+    assert table_rows("smoke", "augmentation") == TABLES["augmentation"][1]
+    with pytest.raises(ReportError, match="augmentation, loss, comparison"):
+        table_rows("smoke", "speed")
+
+
+@pytest.fixture
+def tiny_profile(monkeypatch) -> str:
+    """A profile whose Table 4 runs take seconds on the CPU (crop 64, 8 iterations)."""
+    tiny = replace(
+        PROFILES["smoke"],
+        name="tiny",
+        common={"crop_size": 64, "batch_size": 4, "lr": 5e-3, "workers": 0, "val_fraction": 0.2},
+        comparison={"iterations": 8, "val_interval": 2, "augment": "baseline", "loss": "ce"},
+        models=("fastscnn", "bisenetv2_xs"),
+    )
+    monkeypatch.setitem(PROFILES, "tiny", tiny)
+    return "tiny"
+
+
+def test_runs_trains_a_table_row_scores_its_tta_and_ship_best_picks_it(tiny_profile, synthetic_root, tmp_path):
+    results, checkpoints = tmp_path / "results", tmp_path / "checkpoints"
+    common = ["--profile", tiny_profile, "--data", str(synthetic_root), "--device", "cpu", "--out", str(results),
+              "--checkpoints", str(checkpoints)]  # fmt: skip
+    assert main(["runs", "--table", "comparison", "--rows", "fastscnn", "--tta", "none,flip", *common]) == 0
+    (run_dir,) = (results / "runs").iterdir()
+    assert run_dir.name.startswith("fastscnn-") and (checkpoints / run_dir.name / "best.pt").exists()
+    flip = json.loads((run_dir / "eval-val-tta_flip.json").read_text())
+    assert flip["tta"] == "flip" and flip["images"] == 5
+    # cached now: a second call trains nothing and reads the stored scores
+    before = (run_dir / "summary.json").stat().st_mtime_ns
+    assert main(["runs", "--table", "comparison", "--rows", "fastscnn", "--tta", "flip", "--cached-only", *common]) == 0
+    assert (run_dir / "summary.json").stat().st_mtime_ns == before
+    assert main(["runs", "--table", "comparison", "--rows", "unet", *common]) == 2  # not a row of the table
+    assert main(["runs", "--table", "comparison,loss", "--rows", "fastscnn", *common]) == 2
+    assert main(["runs", "--table", "comparison", "--cached-only", *common]) == 2  # bisenetv2_xs is not cached
+    # ship --best: the best run under the cap among the table's cached runs (here the only one)
+    target = tmp_path / "best.pt"
+    best = ["ship", "--best", tiny_profile, "--to", str(target), "--no-eval", "--data", str(synthetic_root),
+            "--out", str(results), "--checkpoints", str(checkpoints)]  # fmt: skip
+    assert main(best) == 2  # bisenetv2_xs missing from the cache: the table is incomplete, nothing is chosen
+    assert main(["runs", "--table", "comparison", "--rows", "bisenetv2_xs", *common]) == 0
+    assert main(best) == 0
+    assert load_checkpoint(target)["run_key"] == run_dir.name  # bisenetv2_xs is over the cap
+
+
+@pytest.mark.skipif(not DEFAULT_MODEL.exists(), reason="no model shipped yet (results/models/facelib-best.pt)")
+def test_the_shipped_model_parses_a_photo_with_its_card_beside_it(synthetic_root, tmp_path, monkeypatch):
+    """On a fresh clone: `facelib predict PHOTO` with no checkpoint and no data parses a face photo."""
+    monkeypatch.delenv("FACELIB_MODEL", raising=False)
+    content = load_checkpoint(DEFAULT_MODEL)
+    assert content["weights_dtype"] == "float16" and DEFAULT_MODEL.stat().st_size < 16e6
+    card = DEFAULT_MODEL.with_suffix(".md").read_text()
+    assert content["run_key"] in card and "TTA flip, original labels" in card and "non-commercial" in card
+    photo = sorted((synthetic_root / "test" / "images").iterdir())[0]
+    assert main(["predict", str(photo), "--out", str(tmp_path)]) == 0
+    mask = np.asarray(Image.open(tmp_path / f"{photo.stem}.png"))
+    assert mask.shape == np.asarray(Image.open(photo)).shape[:2] and len(np.unique(mask)) >= 3
