@@ -230,7 +230,7 @@ def _ship(args: argparse.Namespace) -> list[Path]:
 def _runs(args: argparse.Namespace) -> list[Path]:
     import pandas as pd
 
-    from facelib.experiments import HEADLINE, Report, round_frame, tta_scores
+    from facelib.experiments import Report, round_frame, row_runs
 
     report = Report(args.profile, args.data, args.device, args.out, args.checkpoints, "facelib runs",
                     train_missing=not args.cached_only)  # fmt: skip
@@ -239,20 +239,12 @@ def _runs(args: argparse.Namespace) -> list[Path]:
     if only and len(tables) > 1:
         raise ConfigError("--rows picks rows of one table; name a single --table with it")
     modes = [m for m in args.tta.split(",") if m] if args.tta else []
+    pending = [row_runs(report, table, only, modes) for table in tables]  # every row checked before training
     written, lines = [], []
-    for table in tables:
-        for run in report.table_rows(table, only, want_checkpoint=bool(modes)):
-            best = run.summary["best"]
-            line = {"table": table, "row": run.label, "key": run.key, "iterations": run.config.iterations,
-                    "batch": run.config.batch_size, "train s": run.summary["train_wall_s"],
-                    "images/s": run.summary["images_per_s"], "best at": best["iteration"],
-                    **{name: best[name] for name in HEADLINE}}  # fmt: skip
-            for mode in modes:
-                scores = tta_scores(report, run, mode)
-                line[f"mIoU tta_{mode}"] = None if scores is None else scores["mIoU"]
-                line[f"mF1 tta_{mode}"] = None if scores is None else scores["mF1"]
+    for runs in pending:
+        for run, line in runs:
             lines.append(line)
-            written += sorted(p for p in (args.out / Path("runs") / run.key).iterdir() if p.is_file())
+            written += sorted(p for p in (Path(args.out) / "runs" / run.key).iterdir() if p.is_file())
     print(round_frame(pd.DataFrame(lines)).to_string(index=False))
     return written
 

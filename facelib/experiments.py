@@ -10,7 +10,7 @@ from __future__ import annotations
 import inspect
 import json
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -77,6 +77,40 @@ def table_rows(profile: str, table: str) -> tuple[str, ...]:
         raise ReportError(f"unknown table {table!r}; valid: {', '.join(TABLES)}")
     values = TABLES[table][1]
     return tuple(get_profile(profile).models if values is None else values)
+
+
+def chosen_rows(profile: str, table: str, only: Sequence[str] | None = None) -> tuple[str, ...]:
+    """`only` (in that order) when every one is a row of the table, else all its rows; an unknown row is an error."""
+    rows = table_rows(profile, table)
+    unknown = [row for row in only or () if row not in rows]
+    if unknown:
+        raise ReportError(f"table {table} has no row(s) {', '.join(unknown)}; its rows: {', '.join(rows)}")
+    return tuple(only) if only else rows
+
+
+def row_runs(
+    report: Report, table: str, only: Sequence[str] | None = None, tta: Sequence[str] = ()
+) -> Iterator[tuple[Run, dict[str, Any]]]:
+    """The runs of a table's rows, trained (or found in the run cache) one at a time, each best checkpoint
+    scored under the `tta` modes (stored beside the run); yields (run, a summary line) as each row is done,
+    so a caller can save it before the next one starts. Unknown rows are an error before anything trains."""
+    labels = chosen_rows(report.profile.name, table, only)
+
+    def rows() -> Iterator[tuple[Run, dict[str, Any]]]:
+        for label in labels:
+            (run,) = report.table_rows(table, [label], want_checkpoint=bool(tta))
+            best = run.summary["best"]
+            line = {"table": table, "row": run.label, "key": run.key, "iterations": run.config.iterations,
+                    "batch": run.config.batch_size, "train s": run.summary["train_wall_s"],
+                    "images/s": run.summary["images_per_s"], "best at": best["iteration"],
+                    **{name: best[name] for name in HEADLINE}}  # fmt: skip
+            for mode in tta:
+                scores = tta_scores(report, run, mode)
+                line[f"mIoU tta_{mode}"] = None if scores is None else scores["mIoU"]
+                line[f"mF1 tta_{mode}"] = None if scores is None else scores["mF1"]
+            yield run, line
+
+    return rows()
 
 
 class Report:
@@ -196,12 +230,8 @@ class Report:
 
     def table_rows(self, table: str, only: Sequence[str] | None = None, want_checkpoint: bool = False) -> list[Run]:
         """The runs of a report table, as defined in TABLES (`only`: a subset of its rows, in that order)."""
-        rows = table_rows(self.profile.name, table)
+        chosen = chosen_rows(self.profile.name, table, only)  # checks the table and the rows
         field, _, fixed = TABLES[table]
-        unknown = [row for row in only or () if row not in rows]
-        if unknown:
-            raise ReportError(f"table {table} has no row(s) {', '.join(unknown)}; its rows: {', '.join(rows)}")
-        chosen = tuple(only) if only else rows
         return self.table_runs(table, field, chosen, want_checkpoint=want_checkpoint, **fixed)
 
     # --- outputs ---------------------------------------------------------------------------------------

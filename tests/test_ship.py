@@ -189,3 +189,33 @@ def test_the_shipped_model_parses_a_photo_with_its_card_beside_it(synthetic_root
     assert main(["predict", str(photo), "--out", str(tmp_path)]) == 0
     mask = np.asarray(Image.open(tmp_path / f"{photo.stem}.png"))
     assert mask.shape == np.asarray(Image.open(photo)).shape[:2] and len(np.unique(mask)) >= 3
+
+
+def test_device_table_script_packs_each_finished_row(tiny_profile, synthetic_root, tmp_path, monkeypatch):
+    """scripts/gpu_tables.py (what the device command runs): rows in one process, OUT repacked after each,
+    a failing row reported without losing the others, no row started once the budget is spent."""
+    import importlib.util
+    import tarfile
+
+    spec = importlib.util.spec_from_file_location("gpu_tables", Path(__file__).parents[1] / "scripts" / "gpu_tables.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    results, out = tmp_path / "results", tmp_path / "out"
+    base = ["gpu_tables.py", "comparison", str(synthetic_root), str(out), "--profile", tiny_profile, "--device",
+            "cpu", "--results", str(results), "--checkpoints", str(tmp_path / "checkpoints")]  # fmt: skip
+    monkeypatch.setattr("sys.argv", [*base, "--tta", "flip", "--weights", "--rows", "fastscnn"])
+    assert script.main() == 0
+    with tarfile.open(out / "runs.tar") as archive:
+        names = archive.getnames()
+    (key,) = {name.split("/")[2] for name in names if name.startswith("results/runs/")}
+    assert f"results/runs/{key}/summary.json" in names and f"results/runs/{key}/eval-val-tta_flip.json" in names
+    assert "results/splits" in names and (out / f"{key}.pt").exists() and load_checkpoint(out / f"{key}.pt")
+    assert not list(out.glob(".*"))  # nothing half-written
+    monkeypatch.setattr("sys.argv", [*base, "--budget", "0"])
+    assert script.main() == 0  # nothing started: runs.tar is left as it was
+    with tarfile.open(out / "runs.tar") as archive:
+        assert archive.getnames() == names
+    broken = replace(PROFILES["tiny"], common={**PROFILES["tiny"].common, "crop_size": 65})  # not a multiple of 32
+    monkeypatch.setitem(PROFILES, "tiny", broken)
+    monkeypatch.setattr("sys.argv", base)
+    assert script.main() == 1  # both rows fail (bad config), each reported; the command says so
