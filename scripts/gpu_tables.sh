@@ -11,7 +11,8 @@
 #
 # Usage (repository root): scripts/gpu_tables.sh TABLES DATA OUT
 #   PROFILE=gpu-short  ROWS=a,b (one table: these rows, in this order)  TTA=none,flip  WEIGHTS=1
-#   BUDGET_S=480: no row starts after this many seconds; LIMIT_S=560: the whole run is stopped then (a row
+#   UPSAMPLE_TIMING=0 skips the ~10 s upsampling timing (scripts/upsample_timing.py) that runs first.
+#   BUDGET_S=400: no row starts after this many seconds; LIMIT_S=480: the training is stopped then (a row
 #   still training is lost; finished ones are already in OUT).
 # Wheels the device lacks come from .whl (../shared/tools/device-wheels.sh). Pass the source commit as
 # FACELIB_COMMIT=<sha>: the device's copy of the tree has stale git metadata.
@@ -21,7 +22,7 @@
 set -uo pipefail
 tables=${1:?tables, e.g. comparison or augmentation,loss}; data=${2:?dataset root}; out=${3:?output folder}
 PY=${PY:-python3}
-profile=${PROFILE:-gpu-short}; device=${DEVICE:-cuda}; budget=${BUDGET_S:-480}; limit=${LIMIT_S:-560}
+profile=${PROFILE:-gpu-short}; device=${DEVICE:-cuda}; budget=${BUDGET_S:-400}; limit=${LIMIT_S:-480}
 case "$tables" in *comparison*) tta=${TTA-none,flip}; weights=${WEIGHTS:-1} ;; *) tta=${TTA-}; weights=${WEIGHTS:-0} ;; esac
 source "$(dirname "$0")/device_setup.sh"
 echo "profile $profile, tables $tables, TTA '$tta', budget $budget s, limit $limit s"
@@ -29,6 +30,9 @@ options=(--profile "$profile" --device "$device" --tta "$tta" --budget "$budget"
          --results "${RESULTS:-results}" --checkpoints "${CHECKPOINTS:-checkpoints}")
 [ -n "${ROWS:-}" ] && options+=(--rows "$ROWS")
 [ "$weights" = 1 ] && options+=(--weights)
+if [ "${UPSAMPLE_TIMING:-1}" = 1 ]; then  # ~10 s: bf16 vs float32 upsampling backward (models.common.upsample_logits)
+  stamp "upsampling timing"; timeout 60 $PY scripts/upsample_timing.py 16 512 "$device" 20
+fi
 timeout "$limit" $PY scripts/gpu_tables.py "$tables" "$data" "$out" "${options[@]}" 2>&1 | grep -v -i "warn"
 status=${PIPESTATUS[0]}
 [ "$status" = 124 ] && stamp "stopped at the ${limit} s limit: the row in progress is lost"

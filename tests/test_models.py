@@ -58,6 +58,15 @@ class TestEveryModel:
         zero = [n for n, p in model.named_parameters() if p.requires_grad and not p.grad.any()]
         assert zero in ([], ["backbone.semantic.context.pool.1.bias"]), f"{name}: zero gradient at {zero}"
 
+    def test_logits_are_upsampled_in_float32_under_bf16_autocast(self, built):
+        """bf16 upsampling has a slow CUDA backward (facelib.models.common.upsample_logits); CPU autocast
+        shows the dtype the same way."""
+        _, model = built
+        model.train()
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            output = model(torch.randn(2, 3, 64, 64))
+        assert all(t.dtype == torch.float32 for t in (output.out, *output.aux))
+
     def test_parts_cover_every_parameter_once(self, built):
         name, model = built
         counts = parameter_breakdown(model)
@@ -140,3 +149,21 @@ def test_hand_written_models_start_near_uniform_predictions(name):
     for logits in [output.out, *output.aux]:
         loss = torch.nn.functional.cross_entropy(logits, target)
         assert abs(loss.item() - math.log(19)) < 0.02  # default PyTorch init gives 0.04-0.08 here
+
+
+@pytest.mark.parametrize("name", ["fpn_mobilenetv4", "deeplabv3plus_mobilenetv4", "unet_mobilenetv3"])
+def test_smp_builds_compute_what_smp_computes(name):
+    """The float32 upsampling swapped into smp's segmentation head changes no value in float32."""
+    torch.manual_seed(0)
+    model = build_model(name).eval()
+    import segmentation_models_pytorch as smp
+
+    arch, encoder = MODELS[name].builder.args
+    plain = smp.create_model(
+        arch, encoder_name=encoder, encoder_weights=None, classes=19, **MODELS[name].builder.keywords
+    )
+    plain.eval()
+    plain.load_state_dict(model.net.state_dict())
+    x = torch.randn(1, 3, 96, 64)
+    with torch.no_grad():
+        assert torch.equal(model(x), plain(x))

@@ -4,7 +4,8 @@ Convention: `model(x)` takes a (B, 3, H, W) batch whose sides are multiples of 3
 the main logits, a (B, C, H, W) tensor at the input resolution (what inference, export and evaluation
 use). In training mode it returns `SegOutput(out, aux)`: the same main logits plus a tuple of auxiliary
 logits, each also at the input resolution; `aux` is empty for models without auxiliary heads, so a
-training loop never needs to know which model it trains.
+training loop never needs to know which model it trains. Logits always come out in float32: under bf16
+autocast the upsampling to the input size runs in float32 (`upsample_logits`).
 """
 
 from __future__ import annotations
@@ -34,6 +35,27 @@ def resize(x: torch.Tensor, size: tuple[int, int] | torch.Size) -> torch.Tensor:
     return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
 
 
+def upsample_logits(x: torch.Tensor, size: tuple[int, int] | torch.Size) -> torch.Tensor:
+    """`resize` in float32. Under bf16 autocast the logits would otherwise be upsampled in bf16, and the CUDA
+    backward of bilinear upsampling scatters with atomic adds that are many times slower in bf16/fp16 than in
+    float32 (pytorch/pytorch#140096, #48163; NVIDIA apex ran interpolation in float32 for this reason); the
+    losses take float32 logits anyway. On float32 inputs (the CPU, eval without autocast) nothing changes."""
+    return resize(x.float(), size)
+
+
+class Float32Upsample(nn.Module):
+    """`nn.Upsample` run in float32 (see `upsample_logits`); the same arguments, no parameters."""
+
+    def __init__(self, upsample: nn.Upsample) -> None:
+        super().__init__()
+        self.scale_factor, self.mode, self.align_corners = upsample.scale_factor, upsample.mode, upsample.align_corners
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.interpolate(
+            x.float(), scale_factor=self.scale_factor, mode=self.mode, align_corners=self.align_corners
+        )
+
+
 def exporting() -> bool:
     """Whether the model is being traced for export (ONNX), where shape-dependent Python branches must not run."""
     return torch.compiler.is_exporting() or torch.jit.is_tracing()
@@ -58,10 +80,10 @@ class Segmenter(nn.Module):
             check_input(x)
         size = x.shape[-2:]
         out, aux = self.logits(x, with_aux=self.training)
-        out = resize(out, size)
+        out = upsample_logits(out, size)
         if not self.training:
             return out
-        return SegOutput(out, tuple(resize(a, size) for a in aux))
+        return SegOutput(out, tuple(upsample_logits(a, size) for a in aux))
 
 
 def check_input(x: torch.Tensor) -> None:

@@ -8,7 +8,7 @@ from torch import nn
 from torchvision.models import mobilenet_v3_small
 from torchvision.models.segmentation.lraspp import LRASPPHead
 
-from facelib.models.common import Segmenter
+from facelib.models.common import Float32Upsample, Segmenter
 
 
 class LRASPPMobileNetV3(Segmenter):
@@ -48,8 +48,9 @@ class LRASPPMobileNetV3(Segmenter):
 class SmpModel(Segmenter):
     """A segmentation-models-pytorch architecture on a timm encoder (`tu-` names), random weights.
 
-    smp already returns logits at the input resolution; this wrapper only adds facelib's output
-    convention and the parameter breakdown. No auxiliary heads.
+    smp already returns logits at the input resolution; this wrapper adds facelib's output convention and
+    the parameter breakdown, and runs the segmentation head's upsampling in float32 (`upsample_logits`
+    says why). No auxiliary heads.
     """
 
     def __init__(self, arch: str, encoder: str, num_classes: int = 19, **decoder: object) -> None:
@@ -57,6 +58,9 @@ class SmpModel(Segmenter):
         import segmentation_models_pytorch as smp
 
         self.net = smp.create_model(arch, encoder_name=encoder, encoder_weights=None, classes=num_classes, **decoder)
+        head = self.net.segmentation_head  # conv, upsampling (or Identity), activation
+        if isinstance(head[1], nn.Upsample):
+            head[1] = Float32Upsample(head[1])  # the logits' upsampling in float32, as `Segmenter` does
 
     def logits(self, x: torch.Tensor, with_aux: bool) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
         return self.net(x), ()
