@@ -137,11 +137,15 @@ def _augmentations(preset: str, crop_size: int) -> list[A.BasicTransform]:
     }[preset]
 
 
+def resize(crop_size: int) -> A.Resize:
+    """Bring an image (bilinear) and its mask (nearest) to the working resolution; a pair already at that
+    size passes through unchanged, which is what lets training resize its decoded pairs once, up front."""
+    return A.Resize(crop_size, crop_size, interpolation=cv2.INTER_LINEAR, mask_interpolation=cv2.INTER_NEAREST)
+
+
 def _resize(crop_size: int | None) -> list[A.BasicTransform]:
-    """Bring any image to the working resolution first (skipped when the data already has it)."""
-    if crop_size is None:
-        return []
-    return [A.Resize(crop_size, crop_size, interpolation=cv2.INTER_LINEAR, mask_interpolation=cv2.INTER_NEAREST)]
+    """The presets' first step (left out when the data already has the working resolution)."""
+    return [] if crop_size is None else [resize(crop_size)]
 
 
 def train_transform(

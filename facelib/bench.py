@@ -69,20 +69,23 @@ def bench_train(config, steps: int = 20, warmup: int = 5, out: str | Path = "res
     device = resolve_device(config.device)
     cuda = device.type == "cuda"
     sync = _sync(device)
+    engine.prepare_cpu(config, device)
     data = engine.identify(config, out)
     engine.load_sets(config, data)
     batch = config.batch_size
     if len(data.train_set) < batch:
         raise ConfigError(f"batch_size {batch} is larger than the {len(data.train_set)} training images")
     base = {"model": config.model, "device": _device_label(device), "crop": config.crop_size, "batch": batch,
-            "workers": config.workers, "loss": config.loss if isinstance(config.loss, str) else "custom",
-            "augment": config.augment, "bf16": cuda and config.amp, "channels_last": cuda,
+            "workers": engine.loader_workers(config, device),
+            "loss": config.loss if isinstance(config.loss, str) else "custom",
+            "augment": config.augment, "bf16": cuda and config.amp, "channels_last": config.channels_last,
             "compiled": config.compile}  # fmt: skip
     rows = []
 
     # The data pipeline alone: batches as the training loop receives them (pinned when on CUDA). All workers
     # start together, so the first `workers` batches arrive in a burst; the window starts after them.
-    data_warmup, data_steps = warmup + config.workers, max(steps, 3 * config.workers)
+    workers = engine.loader_workers(config, device)
+    data_warmup, data_steps = warmup + workers, max(steps, 3 * workers)
     loader = iter(engine.train_loader(config, data, 0, data_warmup + data_steps + 1, pin=cuda))
     first = next(loader)
     times = _timed(lambda: next(loader), data_steps, data_warmup, lambda: None)
@@ -93,7 +96,7 @@ def bench_train(config, steps: int = 20, warmup: int = 5, out: str | Path = "res
     model = engine.build_training_model(config, device).train()
     optimizer, _ = engine.build_optimizer(config, model)
     network = torch.compile(model) if config.compile else model
-    images, masks = engine.to_device(*first, device)
+    images, masks = engine.to_device(*first, device, config.channels_last)
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if cuda and config.amp else contextlib.nullcontext()
 
     def step_with(loss: torch.nn.Module) -> Callable[[], Any]:
@@ -109,7 +112,7 @@ def bench_train(config, steps: int = 20, warmup: int = 5, out: str | Path = "res
     # The workers prefetch `4 * workers` batches. When the pipeline alone is slower than the step, the
     # window starts once that queue has been drawn down, so waiting shows instead of hiding behind it.
     data_rate, step_rate = rows[0]["images_per_s"], batch / statistics.median(step_times)
-    loop_warmup = warmup + (4 * config.workers if data_rate < 1.2 * step_rate else 0)
+    loop_warmup = warmup + (4 * workers if data_rate < 1.2 * step_rate else 0)
     loader = iter(engine.train_loader(config, data, 0, loop_warmup + steps, pin=cuda))
     wait = 0.0
 
@@ -118,7 +121,8 @@ def bench_train(config, steps: int = 20, warmup: int = 5, out: str | Path = "res
         fetch = time.perf_counter()
         batch_images, batch_masks = next(loader)
         wait += time.perf_counter() - fetch
-        engine.train_step(network, criterion, optimizer, *engine.to_device(batch_images, batch_masks, device), autocast)
+        batch_images, batch_masks = engine.to_device(batch_images, batch_masks, device, config.channels_last)
+        engine.train_step(network, criterion, optimizer, batch_images, batch_masks, autocast)
 
     for _ in range(loop_warmup):
         loop_iteration()
@@ -151,6 +155,120 @@ def bench_train(config, steps: int = 20, warmup: int = 5, out: str | Path = "res
         table["lovasz_share_of_step"] = np.nan
         table.loc["step", "lovasz_share_of_step"] = 1 - table.loc["step_without_lovasz", "ms_per_batch"] / step_ms
     return table
+
+
+# --- CPU training levers --------------------------------------------------------------------------------------
+
+BEFORE = {"workers": 1, "channels_last": False, "presize": False, "keep_memory": False, "loss_impl": "before"}
+"""The CPU training settings before the levers existed: one worker, contiguous layout, 512 px pairs resized at
+every draw, glibc's default allocator, and the loss implementations of that time (Lovász sorting floats for
+every class, smp's Dice)."""
+
+LEVER_ROWS: tuple[tuple[str, str, dict[str, Any]], ...] = (
+    # (row, loss, changes from all levers on); rows without keep_memory come first (see bench_cpu_levers)
+    ("before", "ce", BEFORE),
+    ("before", "wce_lovasz_dice", BEFORE),
+    ("all but keep_memory", "ce", {"keep_memory": False}),
+    ("all levers", "ce", {}),
+    ("all but channels_last", "ce", {"channels_last": False}),
+    ("all but presize", "ce", {"presize": False}),
+    ("1 worker", "ce", {"workers": 1}),
+    ("1 worker, 1 thread", "ce", {"workers": 1, "threads": 1}),
+    ("torch.compile", "ce", {"compile": True}),
+    ("all but the loss code", "wce_lovasz_dice", {"loss_impl": "before"}),
+    ("all levers", "wce_lovasz_dice", {}),
+    ("all levers", "wce_lovasz_dice_coarse4", {}),
+)
+
+
+def bench_cpu_levers(
+    config, steps: int = 10, warmup: int = 3, out: str | Path = "results", compile: bool = True
+) -> pd.DataFrame:
+    """The real training loop's images/s on the CPU, with every lever on and with each one off, in one process
+    (so the ratios compare like with like on whatever machine runs it). Levers: `workers` (0: augment in the
+    main process), `channels_last`, `presize` (decoded pairs resized to the working resolution once),
+    `keep_memory` (`train.keep_freed_memory`; it cannot be undone in a process, so the rows without it run
+    first), the loss implementations (`loss_impl`), threads, and torch.compile (its compile time is a column).
+    Also the recipe's loss, exact and coarse (`wce_lovasz_dice_coarse4`). `vs_before_ce` and `vs_ce` divide
+    each row's images/s by the `before` and `all levers` CE rows."""
+    from segmentation_models_pytorch.losses import DiceLoss as SmpDice
+
+    from facelib import train as engine
+    from facelib.data import keep_decoded
+    from facelib.losses import LovaszSoftmax
+
+    device = torch.device("cpu")
+    config = config.replace(device="cpu")
+    keep_decoded(True)
+    try:
+        runs = {}
+        for presize in (True, False):
+            runs[presize] = engine.identify(config, out)
+            engine.load_sets(config, runs[presize], presize=presize)
+    finally:
+        keep_decoded(False)
+    default_threads = torch.get_num_threads()
+    rows, memory_kept = [], False
+    for name, loss, changes in LEVER_ROWS:
+        if name == "torch.compile" and not compile:
+            continue
+        levers = {"workers": 0, "channels_last": True, "presize": True, "keep_memory": True, "loss_impl": "facelib",
+                  "threads": default_threads, "compile": False, **changes}  # fmt: skip
+        if levers["keep_memory"] and not memory_kept:
+            memory_kept = engine.keep_freed_memory()
+        run_config = config.replace(loss=loss, workers=levers["workers"], channels_last=levers["channels_last"],
+                                    compile=levers["compile"], threads=levers["threads"])  # fmt: skip
+        criterion, _ = engine.build_criterion(run_config, runs[levers["presize"]], device)
+        if levers["loss_impl"] == "before":
+            criterion.lovasz = LovaszSoftmax(criterion.ce.ignore_index, cpu_shortcuts=False)
+            criterion.dice = SmpDice("multiclass", from_logits=True, ignore_index=criterion.ce.ignore_index)
+        torch.set_num_threads(levers["threads"])
+        try:
+            seconds, wait, compile_s = _loop_seconds(run_config, runs[levers["presize"]], criterion, steps, warmup)
+        finally:
+            torch.set_num_threads(default_threads)
+        rows.append({"row": name, "model": config.model, "loss": loss, "crop": config.crop_size,
+                     "batch": config.batch_size, **{k: v for k, v in levers.items()},
+                     "keep_memory": levers["keep_memory"] and memory_kept,
+                     "images_per_s": steps * config.batch_size / seconds, "data_wait_share": wait / seconds,
+                     "compile_s": compile_s})  # fmt: skip
+    table = pd.DataFrame(rows)
+    before = table[(table["row"] == "before") & (table["loss"] == "ce")]["images_per_s"].iloc[0]
+    levered = table[(table["row"] == "all levers") & (table["loss"] == "ce")]["images_per_s"].iloc[0]
+    table["vs_before_ce"] = table["images_per_s"] / before
+    table["vs_ce"] = table["images_per_s"] / levered
+    return table.set_index("row")
+
+
+def _loop_seconds(config, data, criterion, steps: int, warmup: int) -> tuple[float, float, float | None]:
+    """Seconds for `steps` iterations of the training loop (fetch, copy, step) after `warmup` ones, the part
+    of them spent waiting for data, and the first iteration's time when the model is compiled."""
+    from facelib import train as engine
+
+    device = torch.device("cpu")
+    model = engine.build_training_model(config, device).train()
+    optimizer, _ = engine.build_optimizer(config, model)
+    network = torch.compile(model) if config.compile else model
+    loader = iter(engine.train_loader(config, data, 0, warmup + steps))
+    wait = 0.0
+
+    def iteration() -> None:
+        nonlocal wait
+        fetch = time.perf_counter()
+        images, masks = next(loader)
+        wait += time.perf_counter() - fetch
+        images, masks = engine.to_device(images, masks, device, config.channels_last)
+        engine.train_step(network, criterion, optimizer, images, masks, contextlib.nullcontext())
+
+    first = time.perf_counter()
+    iteration()
+    compile_s = time.perf_counter() - first if config.compile else None
+    for _ in range(warmup - 1):
+        iteration()
+    wait, start = 0.0, time.perf_counter()
+    for _ in range(steps):
+        iteration()
+    return time.perf_counter() - start, wait, compile_s
 
 
 def _row(base: dict[str, Any], stage: str, seconds_per_batch: float, batch: int) -> dict[str, Any]:

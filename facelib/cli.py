@@ -113,6 +113,7 @@ def _train_config(args: argparse.Namespace):
         "warmup_fraction": args.warmup_fraction, "val_interval": args.val_interval, "seed": args.seed,
         "crop_size": args.crop_size, "device": args.device, "workers": args.workers, "data": args.data,
         "corrected_labels": args.corrected_labels, "amp": args.amp, "compile": args.compile,
+        "channels_last": args.channels_last, "threads": args.threads, "keep_memory": args.keep_memory,
     }  # fmt: skip
     for option, key in ((args.overrides, "model_overrides"), (args.loss, "loss")):
         if option and option.lstrip().startswith("{"):
@@ -250,7 +251,10 @@ def _runs(args: argparse.Namespace) -> list[Path]:
 
 
 def _bench(args: argparse.Namespace) -> list[Path]:
-    from facelib.bench import INFER_BACKENDS, bench_infer, bench_train, write_bench
+    import torch
+
+    from facelib.bench import INFER_BACKENDS, bench_cpu_levers, bench_infer, bench_train, write_bench
+    from facelib.infer import resolve_device
 
     if args.target == "train":
         changes = {"model": args.model, "device": args.device, "crop_size": args.crop, "batch_size": args.batch,
@@ -259,6 +263,15 @@ def _bench(args: argparse.Namespace) -> list[Path]:
         from facelib.train import TrainConfig
 
         config = TrainConfig(**{k: v for k, v in changes.items() if v is not None})
+        if resolve_device(config.device).type == "cpu" and not args.stages:
+            table = bench_cpu_levers(config, args.steps, args.warmup, args.out, compile=args.compile is not False)
+            stem = f"train_levers_{config.model}_cpu_{config.crop_size}px_b{config.batch_size}"
+            title = (f"CPU training loop with and without each lever: {config.model}, batch {config.batch_size} at "
+                     f"{config.crop_size}px, {torch.get_num_threads()} threads")  # fmt: skip
+            shown = ["loss", "workers", "threads", "channels_last", "presize", "keep_memory", "loss_impl",
+                     "compile", "images_per_s", "data_wait_share", "compile_s", "vs_before_ce", "vs_ce"]  # fmt: skip
+            print(table[shown].reset_index().to_string(index=False, float_format="{:.3g}".format))
+            return write_bench(table, stem, title, args.data, args.out)
         table = bench_train(config, args.steps, args.warmup, args.out)
         device = "cpu" if table["device"].iloc[0].startswith("cpu") else "cuda"
         stem = f"train_{config.model}_{device}_{config.crop_size}px_b{config.batch_size}_{table['loss'].iloc[0]}"
@@ -335,7 +348,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--model", help="registered model name (see `facelib models`)")
     train.add_argument("--overrides", help="model overrides as JSON, e.g. '{\"decoder_channels\": 64}'")
     train.add_argument(
-        "--loss", help="loss preset (ce, wce_lovasz, wce_lovasz_aux08, wce_dice, wce_lovasz_dice) or JSON"
+        "--loss",
+        help="loss preset (ce, wce_lovasz, wce_lovasz_aux08, wce_dice, wce_lovasz_dice, "
+        "wce_lovasz_dice_coarse4) or JSON",
     )
     train.add_argument(
         "--augment", help="augmentation preset (baseline, flip_swap, flip, geometric, photometric, full)"
@@ -350,7 +365,12 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--seed", type=int)
     train.add_argument("--crop-size", type=int, help="training crop and evaluation input side (multiple of 32)")
     train.add_argument("--device", help="auto (default), cpu, cuda, cuda:1, ...")
-    train.add_argument("--workers", type=int, help="DataLoader workers per process")
+    train.add_argument("--workers", type=int, help="DataLoader workers per process (default: 0 on a CPU, 4 on CUDA)")
+    train.add_argument("--threads", type=int, help="CPU intra-op threads (default: torch's, one per core)")
+    train.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
+                       help="channels-last memory layout (default: on)")  # fmt: skip
+    train.add_argument("--keep-memory", action=argparse.BooleanOptionalAction, default=None,
+                       help="CPU: keep freed memory in the process instead of returning it (default: on)")  # fmt: skip
     train.add_argument("--corrected-labels", action="store_true", default=None,
                        help="train on the audit's corrected left/right labels")  # fmt: skip
     train.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None, help="bf16 autocast on CUDA")
@@ -451,7 +471,14 @@ def build_parser() -> argparse.ArgumentParser:
     bench_train.add_argument("--loss", help="loss preset (default: wce_lovasz_dice, the composite loss)")
     bench_train.add_argument("--augment", help="augmentation preset (default: full)")
     bench_train.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None, help="bf16 autocast on CUDA")
-    bench_train.add_argument("--compile", action="store_true", default=None, help="torch.compile the model")
+    bench_train.add_argument(
+        "--compile",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="torch.compile the model (CPU lever table: --no-compile leaves its row out)",
+    )
+    bench_train.add_argument("--stages", action="store_true", help="on a CPU: the data/step/loop stage table "
+                             "instead of the lever table (the stage table is what CUDA always gives)")  # fmt: skip
     bench_train.add_argument("--steps", type=int, default=20, help="timed batches per stage (default: 20)")
     bench_train.add_argument("--warmup", type=int, default=5, help="untimed batches first (default: 5)")
     bench_train.add_argument("--data", help=DATA_HELP)

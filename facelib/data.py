@@ -316,6 +316,21 @@ class SegmentationDataset(torch.utils.data.Dataset):
             else:  # mixed sizes: plain arrays, shared copy-on-write with forked workers (writable: torch wants it)
                 self.cached = tuple([a if a.flags.writeable else a.copy() for a in kind] for kind in (images, masks))
 
+    def map_cached(self, transform: Transform) -> None:
+        """Replace every cached pair by `transform(image=..., mask=...)` of it (a deterministic transform, such
+        as resizing to the working resolution once), keeping the cache's form (shared tensors when uniform)."""
+        if self.cached is None:
+            raise ValueError("map_cached needs a dataset built with cache=True")
+        pairs = [transform(image=np.asarray(i), mask=np.asarray(m)) for i, m in zip(*self.cached, strict=True)]
+        images, masks = [p["image"] for p in pairs], [p["mask"] for p in pairs]
+        if len({a.shape for a in images}) == 1:
+            self.cached = (
+                torch.from_numpy(np.stack(images)).share_memory_(),
+                torch.from_numpy(np.stack(masks)).share_memory_(),
+            )
+        else:
+            self.cached = ([_writable(a) for a in images], [_writable(a) for a in masks])
+
     def _read_mask(self, sample: Sample) -> np.ndarray:
         mask = DECODED.get(sample.mask, read_mask)
         if sample.stem in self.corrections:

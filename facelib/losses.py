@@ -1,10 +1,11 @@
 """The training loss: a weighted sum of cross-entropy, Lovász-softmax and Dice, on the decode head and,
 with a separate weight, on each auxiliary head.
 
-Dice comes from segmentation-models-pytorch, cross-entropy from PyTorch. Lovász-softmax is smp's loss with
-its gradient computed directly (`LovaszSoftmax`, same value and gradient, tested against smp): built from
-autograd ops, smp's version was over half of a training step. Pixels labelled 255 are ignored by all three. Presets reproduce the rows of the reference's loss table
-(its Table 2).
+Cross-entropy comes from PyTorch. Lovász-softmax and Dice compute the values and gradients of smp's
+`LovaszLoss` and `DiceLoss` (tested against them) faster: smp's Lovász, built from autograd ops, was over
+half of a training step, and its Dice builds a one-hot copy of the target. Pixels labelled 255 are ignored
+by all three. Presets reproduce the rows of the reference's loss table (its Table 2), plus a named fast
+equivalent of its recipe for CPUs (`LossConfig.coarse_stride`).
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import torch
-from segmentation_models_pytorch.losses import DiceLoss
 from torch import nn
 
 from facelib.errors import ConfigError
@@ -27,11 +27,17 @@ TERMS = ("ce", "lovasz", "dice")
 class LossConfig:
     """terms: weight of each loss term on one head. aux_weight: multiplies each auxiliary head's loss (the
     reference's decode:auxiliary ratio 1:aux_weight). class_weighted: cross-entropy uses per-class weights,
-    which the caller computes from the training split (`facelib.stats.class_weights`)."""
+    which the caller computes from the training split (`facelib.stats.class_weights`). coarse_stride: 1 is
+    the reference (every term of every head at the input resolution); s > 1 keeps only the decode head's
+    cross-entropy there and computes every other term (the decode head's Lovász and Dice, all terms of the
+    auxiliary heads) on a regular grid of every s-th pixel in each direction (`coarse_grid`), 1/s² of them.
+    The region terms sort and sum over every pixel of 19 channels, so on a CPU this is what makes them
+    affordable; it changes what is computed, so it has presets of its own (`..._coarse4`)."""
 
     terms: Mapping[str, float] = field(default_factory=lambda: {"ce": 1.0})
     aux_weight: float = 0.4
     class_weighted: bool = False
+    coarse_stride: int = 1
 
     def __post_init__(self) -> None:
         unknown = sorted(set(self.terms) - set(TERMS))
@@ -43,9 +49,12 @@ class LossConfig:
             raise ConfigError(f"loss weights must be >= 0, got {dict(self.terms)}, aux_weight {self.aux_weight}")
         if self.class_weighted and self.terms.get("ce", 0) == 0:
             raise ConfigError("class_weighted applies to cross-entropy, but the loss has no 'ce' term")
+        if not isinstance(self.coarse_stride, int) or self.coarse_stride < 1:
+            raise ConfigError(f"coarse_stride must be an integer >= 1, got {self.coarse_stride!r}")
 
     def to_dict(self) -> dict[str, object]:
-        return {"terms": dict(self.terms), "aux_weight": self.aux_weight, "class_weighted": self.class_weighted}
+        values = {"terms": dict(self.terms), "aux_weight": self.aux_weight, "class_weighted": self.class_weighted}
+        return values | ({"coarse_stride": self.coarse_stride} if self.coarse_stride > 1 else {})
 
 
 LOSS_PRESETS: dict[str, LossConfig] = {
@@ -54,10 +63,16 @@ LOSS_PRESETS: dict[str, LossConfig] = {
     "wce_lovasz_aux08": LossConfig({"ce": 1.0, "lovasz": 2.0}, aux_weight=0.8, class_weighted=True),
     "wce_dice": LossConfig({"ce": 0.5, "dice": 1.0}, class_weighted=True),
     "wce_lovasz_dice": LossConfig({"ce": 0.5, "lovasz": 0.3, "dice": 1.0}, class_weighted=True),
+    "wce_lovasz_dice_coarse4": LossConfig(
+        {"ce": 0.5, "lovasz": 0.3, "dice": 1.0}, class_weighted=True, coarse_stride=4
+    ),
 }
 """The reference's Table 2 rows: CE; weighted CE + Lovász 1:2 at decode:auxiliary 1:0.4 and 1:0.8; weighted
 CE + Dice (0.5:1, the three-term row without Lovász); weighted CE + Lovász + Dice 0.5:0.3:1. The auxiliary
-ratio is 1:0.4 (mmsegmentation's default for Fast-SCNN) wherever the reference does not vary it."""
+ratio is 1:0.4 (mmsegmentation's default for Fast-SCNN) wherever the reference does not vary it.
+`wce_lovasz_dice_coarse4` is the three-term recipe with everything but the decode head's cross-entropy on
+every 4th pixel in each direction (see `LossConfig.coarse_stride`): the CPU's fast equivalent, not the
+reference's loss."""
 
 
 def loss_config(spec: str | Mapping[str, object] | LossConfig) -> LossConfig:
@@ -70,7 +85,7 @@ def loss_config(spec: str | Mapping[str, object] | LossConfig) -> LossConfig:
             raise ConfigError(f"unknown loss preset {spec!r}; valid presets: {', '.join(LOSS_PRESETS)}")
         return LOSS_PRESETS[spec]
     if "terms" in spec:
-        allowed = {"terms", "aux_weight", "class_weighted"}
+        allowed = {"terms", "aux_weight", "class_weighted", "coarse_stride"}
         if set(spec) - allowed:
             raise ConfigError(
                 f"unknown loss setting(s) {', '.join(sorted(set(spec) - allowed))}; valid: {', '.join(sorted(allowed))}"
@@ -89,14 +104,16 @@ class LovaszSoftmax(nn.Module):
     the gradient with respect to the probabilities in the same pass, so backward is one multiplication.
     """
 
-    def __init__(self, ignore_index: int = IGNORE_INDEX) -> None:
+    def __init__(self, ignore_index: int = IGNORE_INDEX, cpu_shortcuts: bool = True) -> None:
         super().__init__()
         self.ignore_index = ignore_index
+        self.cpu_shortcuts = cpu_shortcuts  # False: the device-independent path everywhere (for benchmarks)
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         classes = logits.shape[1]
         probabilities = logits.float().softmax(1).transpose(0, 1).reshape(classes, -1)  # (C, pixels)
-        return _LovaszFunction.apply(probabilities, target.reshape(-1), self.ignore_index)
+        shortcuts = self.cpu_shortcuts and probabilities.device.type == "cpu"
+        return _LovaszFunction.apply(probabilities, target.reshape(-1), self.ignore_index, shortcuts)
 
 
 class _LovaszFunction(torch.autograd.Function):
@@ -104,22 +121,22 @@ class _LovaszFunction(torch.autograd.Function):
     then sort after every positive error and change no term), sorted in decreasing order; the Lovász
     extension's weights w_i = J_i - J_(i-1) of the Jaccard loss J_i = 1 - (G - F_i) / (G + i - F_i), with
     F_i the labelled-c pixels among the first i; loss_c = sum_i w_i e_(i). The loss averages loss_c over the
-    classes present. Backward: d loss / d p_c = w at each pixel's rank times d e / d p_c (-1 on class-c
+    classes present (on the CPU only those classes are sorted, with an integer radix sort: same values). Backward: d loss / d p_c = w at each pixel's rank times d e / d p_c (-1 on class-c
     pixels, +1 elsewhere, 0 where e = 0, as autograd's |x| gives), all of which the forward already has."""
 
     @staticmethod
-    def forward(ctx, probabilities: torch.Tensor, target: torch.Tensor, ignore_index: int) -> torch.Tensor:
+    def forward(ctx, probabilities: torch.Tensor, target: torch.Tensor, ignore_index: int, shortcuts: bool):
         classes, pixels = probabilities.shape
         valid = target != ignore_index
-        gradient = torch.empty_like(probabilities)
+        gradient = torch.zeros_like(probabilities)
         losses = probabilities.new_zeros(classes)
         present = probabilities.new_zeros(classes)
         rank = torch.arange(1, pixels + 1, device=probabilities.device, dtype=probabilities.dtype)
-        for c in range(classes):
+        for c in _present_classes(target, valid, classes) if shortcuts else range(classes):
             foreground = target == c
             signed = torch.where(foreground, 1.0 - probabilities[c], probabilities[c])  # >= 0: e before masking
             errors = torch.where(valid, signed, 0.0)
-            errors_sorted, order = errors.sort(descending=True)
+            errors_sorted, order = _sort_descending(errors) if shortcuts else errors.sort(descending=True)
             hits = foreground[order].to(probabilities.dtype).cumsum(0)  # F_i
             total = hits[-1]  # G
             jaccard = 1.0 - (total - hits) / (total + rank - hits)
@@ -135,9 +152,56 @@ class _LovaszFunction(torch.autograd.Function):
         return (losses * present).sum() / count
 
     @staticmethod
-    def backward(ctx, grad_output: torch.Tensor) -> tuple[torch.Tensor, None, None]:
+    def backward(ctx, grad_output: torch.Tensor) -> tuple[torch.Tensor, None, None, None]:
         (gradient,) = ctx.saved_tensors
-        return grad_output * gradient, None, None
+        return grad_output * gradient, None, None, None
+
+
+def _present_classes(target: torch.Tensor, valid: torch.Tensor, classes: int) -> list[int]:
+    """The classes in the target. An absent class adds nothing to the loss and gets no gradient, so on the CPU
+    (where reading the counts costs no device sync) it is not sorted at all; on a GPU every class is computed
+    and absent ones are masked, which avoids a host sync."""
+    counts = torch.bincount(target[valid], minlength=classes)[:classes]
+    return counts.nonzero().flatten().tolist()
+
+
+def _sort_descending(errors: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """`errors.sort(descending=True, stable=True)` for errors >= 0, on the CPU: the float32 bit patterns are
+    sorted as integers instead. For non-negative floats they order exactly as the values do, and PyTorch
+    sorts a 1-D integer tensor with a parallel radix sort, about 10x faster than its float sort."""
+    if errors.dtype != torch.float32:
+        return errors.sort(descending=True, stable=True)
+    keys, order = (0x7F800000 - errors.view(torch.int32)).sort(stable=True)  # +inf maps to 0: ascending keys
+    return (0x7F800000 - keys).view(torch.float32), order  # the sorted errors, bit for bit
+
+
+class DiceLoss(nn.Module):
+    """Soft Dice over the whole batch, 1 - 2|P∩Y| / (|P| + |Y|) per class, averaged over all classes with
+    absent classes counting 0: the value and gradient of `smp.losses.DiceLoss("multiclass", from_logits=True,
+    ignore_index=...)`, tested against it. smp builds a one-hot copy of the target (an int64 tensor of
+    pixels x classes, then a float copy); here the intersection gathers each pixel's probability of its own
+    class and sums it per class, which is 5x faster on the CPU for the same value."""
+
+    def __init__(self, ignore_index: int = IGNORE_INDEX, eps: float = 1e-7) -> None:
+        super().__init__()
+        self.ignore_index, self.eps = ignore_index, eps
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        batch, classes = logits.shape[:2]
+        probabilities = logits.log_softmax(1).exp().reshape(batch, classes, -1)  # as smp: log-softmax, then exp
+        target = target.reshape(batch, 1, -1)
+        valid = target != self.ignore_index
+        labels = torch.where(valid, target, 0)
+        weight = valid.to(probabilities.dtype)
+        own = probabilities.gather(1, labels) * weight  # (B, 1, pixels): each labelled pixel's own-class probability
+        # Sums over all pixels of the batch, accumulated in float64 (a float32 running sum drifts by 1e-4).
+        intersection = own.new_zeros(classes, dtype=torch.float64).index_add(
+            0, labels.flatten(), own.flatten().double()
+        )
+        counts = torch.bincount(labels[valid], minlength=classes)[:classes].to(probabilities.dtype)
+        cardinality = torch.bmm(probabilities, weight.transpose(1, 2)).sum((0, 2)) + counts
+        score = 2 * intersection.to(probabilities.dtype) / cardinality.clamp_min(self.eps)
+        return ((1 - score) * (counts > 0)).mean()
 
 
 class CompositeLoss(nn.Module):
@@ -163,21 +227,41 @@ class CompositeLoss(nn.Module):
         self.weights = {name: w for name, w in self.config.terms.items() if w > 0}
         self.ce = nn.CrossEntropyLoss(weight=weight, ignore_index=ignore_index)
         self.lovasz = LovaszSoftmax(ignore_index)
-        self.dice = DiceLoss(mode="multiclass", from_logits=True, ignore_index=ignore_index)
+        self.dice = DiceLoss(ignore_index)
 
-    def head_terms(self, logits: torch.Tensor, target: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Each weighted term's unweighted value on one head's logits."""
+    def head_terms(
+        self, logits: torch.Tensor, target: torch.Tensor, names: Sequence[str] = ()
+    ) -> dict[str, torch.Tensor]:
+        """Each weighted term's unweighted value on one head's logits (only `names`, when given)."""
         logits = logits.float()
-        return {name: getattr(self, name)(logits, target) for name in self.weights}
+        return {name: getattr(self, name)(logits, target) for name in (names or self.weights)}
 
-    def head_loss(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        terms = self.head_terms(logits, target)
+    def head_loss(self, logits: torch.Tensor, target: torch.Tensor, names: Sequence[str] = ()) -> torch.Tensor:
+        terms = self.head_terms(logits, target, names)
         return sum((self.weights[name] * value for name, value in terms.items()), torch.zeros((), device=logits.device))
 
     def forward(self, prediction: torch.Tensor | SegOutput, target: torch.Tensor) -> torch.Tensor:
         out, aux = (prediction.out, prediction.aux) if isinstance(prediction, SegOutput) else (prediction, ())
-        loss = self.head_loss(out, target)
+        stride = self.config.coarse_stride
+        if stride == 1:
+            loss = self.head_loss(out, target)
+            coarse_target = target
+        else:
+            coarse_target = coarse_grid(target, stride)
+            loss = self.head_loss(out, target, [n for n in self.weights if n == "ce"])
+            region = [n for n in self.weights if n != "ce"]
+            if region:
+                loss = loss + self.head_loss(coarse_grid(out, stride), coarse_target, region)
         if self.config.aux_weight > 0:
             for logits in aux:
-                loss = loss + self.config.aux_weight * self.head_loss(logits, target)
+                logits = logits if stride == 1 else coarse_grid(logits, stride)
+                loss = loss + self.config.aux_weight * self.head_loss(logits, coarse_target)
         return loss
+
+
+def coarse_grid(tensor: torch.Tensor, stride: int) -> torch.Tensor:
+    """Every `stride`-th pixel in each direction, starting at `stride // 2` (the centre of each stride x
+    stride block): the regular 1/stride² sample of pixels that `LossConfig.coarse_stride` scores. Applied
+    alike to logits (..., H, W) and labels, so every sampled pixel keeps its own label, ignored ones stay
+    ignored, and nothing is averaged across a boundary."""
+    return tensor[..., stride // 2 :: stride, stride // 2 :: stride]
