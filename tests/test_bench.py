@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from facelib.bench import bench_infer, bench_train
+from facelib.bench import LEVER_ROWS, bench_cpu_levers, bench_infer, bench_train
 from facelib.cli import main
 from facelib.errors import ConfigError
 from facelib.train import TrainConfig
@@ -22,6 +22,19 @@ def test_bench_train_reports_data_step_loop_and_the_lovasz_share(synthetic_root,
     assert 0 < table.loc["step", "lovasz_share_of_step"] < 1
     assert table["device"].iloc[0].startswith("cpu") and not table["bf16"].any()
     assert not (tmp_path / "runs").exists()  # a benchmark leaves the run cache alone
+
+
+def test_cpu_lever_table_has_each_lever_on_and_off_and_ratios_to_plain_ce(synthetic_root, tmp_path):
+    config = TrainConfig(data=str(synthetic_root), model="lraspp_mobilenetv3", crop_size=64, batch_size=2)
+    table = bench_cpu_levers(config, steps=2, warmup=1, out=tmp_path, compile=False)
+    assert len(table) == len(LEVER_ROWS) - 1  # no torch.compile row
+    before, levered = table[table["loss"] == "ce"].loc[["before", "all levers"]].itertuples()
+    assert (before.workers, before.channels_last, before.presize, before.keep_memory) == (1, False, False, False)
+    assert (levered.workers, levered.channels_last, levered.presize, levered.loss_impl) == (0, True, True, "facelib")
+    assert levered.vs_ce == 1 and before.vs_before_ce == 1 and (table["images_per_s"] > 0).all()
+    assert set(table["loss"]) == {"ce", "wce_lovasz_dice", "wce_lovasz_dice_coarse4"}
+    assert table.loc["all but the loss code", "loss_impl"] == "before"
+    assert not (tmp_path / "runs").exists()
 
 
 def test_bench_infer_measures_each_backend_and_their_agreement(synthetic_root, tmp_path):

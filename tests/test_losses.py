@@ -160,3 +160,80 @@ def test_batched_lovasz_on_an_all_ignored_target_is_zero_with_zero_gradient():
     loss = LovaszSoftmax(IGNORE_INDEX)(logits, torch.full((2, 8, 8), IGNORE_INDEX))
     loss.backward()
     assert loss.item() == 0 and logits.grad.abs().max().item() == 0
+
+
+def test_lovasz_cpu_shortcuts_equal_smp_at_a_size_that_uses_the_radix_sort():
+    """Above 32k pixels PyTorch sorts the integer keys with its radix sort; absent classes are skipped. Value
+    and gradient still equal smp's and the device-independent path's."""
+    from segmentation_models_pytorch.losses import LovaszLoss
+
+    from facelib.losses import LovaszSoftmax
+
+    generator = torch.Generator().manual_seed(3)
+    logits = (3 * torch.randn(2, 7, 160, 128, generator=generator)).requires_grad_()  # 40,960 pixels
+    target = torch.randint(0, 5, (2, 160, 128), generator=generator)  # classes 5 and 6 never appear
+    target[torch.rand(target.shape, generator=generator) < 0.1] = IGNORE_INDEX
+    results = []
+    for loss in (LovaszSoftmax(IGNORE_INDEX), LovaszSoftmax(IGNORE_INDEX, cpu_shortcuts=False),
+                 LovaszLoss(mode="multiclass", ignore_index=IGNORE_INDEX)):  # fmt: skip
+        value = loss(logits, target)
+        results.append((value, *torch.autograd.grad(value, logits)))
+    (fast, fast_grad), (plain, plain_grad), (smp, smp_grad) = results
+    assert torch.allclose(fast, smp, rtol=1e-6, atol=1e-7) and torch.allclose(fast, plain, rtol=1e-6, atol=1e-7)
+    assert torch.allclose(fast_grad, smp_grad, rtol=1e-5, atol=1e-8)  # float32 cumsums over 40k pixels
+    assert torch.allclose(fast_grad, plain_grad, rtol=1e-5, atol=1e-8)
+    assert fast_grad[:, 5:].abs().sum() > 0  # absent classes still get the softmax's share of the gradient
+
+
+def test_sorting_float_bits_as_integers_orders_like_the_values():
+    from facelib.losses import _sort_descending
+
+    errors = torch.rand(50_000)
+    errors[:100] = 0.0
+    errors[100:200] = 1.0
+    values, order = _sort_descending(errors)
+    expected_values, expected_order = errors.sort(descending=True, stable=True)
+    assert torch.equal(values, expected_values) and torch.equal(order, expected_order)
+
+
+@pytest.mark.parametrize("shape", [(3, 7, 24, 20), (2, 19, 96, 64)])
+def test_dice_has_smp_value_and_gradient(shape):
+    """Compared in float64, where both are exact; in float32 smp's one-hot sums drift by up to 1e-4 on a
+    training batch, and facelib's (accumulated in float64) stays within 1e-6 of the float64 value."""
+    from segmentation_models_pytorch.losses import DiceLoss as SmpDice
+
+    from facelib.losses import DiceLoss
+
+    generator = torch.Generator().manual_seed(shape[1])
+    logits = (3 * torch.randn(shape, generator=generator, dtype=torch.float64)).requires_grad_()
+    target = torch.randint(0, shape[1] - 2, (shape[0], *shape[2:]), generator=generator)  # two absent classes
+    target[torch.rand(target.shape, generator=generator) < 0.2] = IGNORE_INDEX
+    ours = DiceLoss(IGNORE_INDEX)(logits, target)
+    (ours_grad,) = torch.autograd.grad(ours, logits)
+    reference = SmpDice("multiclass", from_logits=True, ignore_index=IGNORE_INDEX)(logits, target)
+    (reference_grad,) = torch.autograd.grad(reference, logits)
+    assert torch.allclose(ours, reference, rtol=1e-10) and ours.item() > 0.1
+    assert torch.allclose(ours_grad, reference_grad, rtol=1e-8, atol=1e-14)
+    single = DiceLoss(IGNORE_INDEX)(logits.detach().float(), target)
+    assert abs(single.item() - reference.item()) < 1e-6
+
+
+def test_coarse_stride_keeps_the_decode_cross_entropy_at_full_resolution_and_samples_the_rest():
+    from facelib.losses import coarse_grid
+
+    _, target = synthetic_batch()
+    main, aux = torch.randn(2, CLASSES, 64, 64), torch.randn(2, CLASSES, 64, 64)
+    config = LossConfig({"ce": 0.5, "lovasz": 0.3, "dice": 1.0}, aux_weight=0.4, class_weighted=True, coarse_stride=4)
+    coarse = CompositeLoss(config, class_weights())
+    full = CompositeLoss(LossConfig(config.terms, 0.4, True), class_weights())
+    grid_target = coarse_grid(target, 4)
+    assert grid_target.shape == (2, 16, 16) and torch.equal(grid_target, target[:, 2::4, 2::4])
+    terms = full.head_terms(main, target)
+    grid_terms = full.head_terms(coarse_grid(main, 4), grid_target)
+    expected = 0.5 * terms["ce"] + 0.3 * grid_terms["lovasz"] + grid_terms["dice"]
+    expected = expected + 0.4 * full.head_loss(coarse_grid(aux, 4), grid_target)
+    assert torch.allclose(coarse(SegOutput(main, (aux,)), target), expected)
+    assert not torch.allclose(coarse(SegOutput(main, (aux,)), target), full(SegOutput(main, (aux,)), target))
+    assert loss_config(config.to_dict()) == config and "coarse_stride" not in full.config.to_dict()
+    with pytest.raises(ConfigError, match="coarse_stride"):
+        LossConfig({"ce": 1.0}, coarse_stride=0)

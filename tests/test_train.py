@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import platform
 import shutil
 import socket
 from pathlib import Path
@@ -221,3 +222,54 @@ def test_finished_run_without_its_checkpoint_is_trained_again_when_asked(quick_r
                   require_checkpoint=True)  # fmt: skip
     assert best.exists() and again["finished"] and again["key"] == quick_run["key"]
     assert again["best"]["mIoU"] == pytest.approx(quick_run["best"]["mIoU"], abs=1e-6)  # same seed, same CPU
+
+
+def test_committed_runs_keep_their_keys():
+    """Every run folder in results/runs is found again under its key by today's config (new fields are either
+    runtime settings, left out of the key, or absent from old configs)."""
+    configs = sorted(Path("results/runs").glob("*/config.json"))
+    assert configs, "no committed run folders"
+    for path in configs:
+        stored = json.loads(path.read_text())
+        assert run_key(TrainConfig.from_dict(stored["config"]), stored["data"]) == stored["key"], path
+
+
+def test_cpu_levers_are_runtime_settings_with_cpu_defaults():
+    from facelib.train import RUNTIME_FIELDS, loader_workers
+
+    base = TrainConfig()
+    assert {"workers", "channels_last", "threads", "keep_memory", "compile"} <= set(RUNTIME_FIELDS)
+    levers = base.replace(workers=1, channels_last=False, threads=1, keep_memory=False, compile=True)
+    assert run_key(levers, "d") == run_key(base, "d")
+    assert loader_workers(base, torch.device("cpu")) == 0 and loader_workers(base, torch.device("cuda")) == 4
+    assert loader_workers(base.replace(workers=3), torch.device("cpu")) == 3
+    with pytest.raises(ConfigError, match="threads"):
+        TrainConfig(threads=-1)
+
+
+def test_presized_cache_gives_the_same_batches_and_class_weights(synthetic_root, tmp_path):
+    """Resizing the decoded pairs once (the default) feeds the loop exactly what resizing at every draw
+    did, augmentation seeds included; the class weights still come from the pairs at their own size."""
+    from facelib.train import build_criterion, identify, load_sets
+
+    config = TrainConfig(data=str(synthetic_root), **{**QUICK_RUN, "augment": "full", "loss": "wce_lovasz_dice"})
+    runs = []
+    for presize in (True, False):
+        data = identify(config, tmp_path)
+        load_sets(config, data, presize=presize)
+        runs.append(data)
+    presized, plain = runs
+    assert presized.train_set.image_shapes() == {(64, 64, 3)} and plain.train_set.image_shapes() == {(128, 128, 3)}
+    for index in range(6):
+        first, second = presized.train_set[(index, 1000 + index)], plain.train_set[(index, 1000 + index)]
+        assert torch.equal(first[0], second[0]) and torch.equal(first[1], second[1])
+    weights = [build_criterion(config, data, torch.device("cpu"))[1] for data in runs]
+    assert (weights[0] == weights[1]).all()
+
+
+def test_keeping_freed_memory_applies_on_linux():
+    from facelib.train import keep_freed_memory
+
+    if platform.system() == "Linux" and platform.libc_ver()[0] == "glibc":
+        assert keep_freed_memory()
+    torch.ones(64, 1024, 1024).sum()  # large allocations still work afterwards
