@@ -16,10 +16,11 @@ These are benchmarks, not tests; every table says which machine, libraries and c
 from __future__ import annotations
 
 import contextlib
+import itertools
 import statistics
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -182,15 +183,20 @@ LEVER_ROWS: tuple[tuple[str, str, dict[str, Any]], ...] = (
 
 
 def bench_cpu_levers(
-    config, steps: int = 10, warmup: int = 3, out: str | Path = "results", compile: bool = True
+    config,
+    steps: int = 10,
+    warmup: int = 3,
+    out: str | Path = "results",
+    compile: bool = True,
+    models: Sequence[str] = (),
 ) -> pd.DataFrame:
-    """The real training loop's images/s on the CPU, with every lever on and with each one off, in one process
-    (so the ratios compare like with like on whatever machine runs it). Levers: `workers` (0: augment in the
+    """The real training loop's images/s on the CPU, with every lever on and with each one off, for `models`
+    (default: the config's) in one process, so the ratios compare like with like on whatever machine runs it. Levers: `workers` (0: augment in the
     main process), `channels_last`, `presize` (decoded pairs resized to the working resolution once),
     `keep_memory` (`train.keep_freed_memory`; it cannot be undone in a process, so the rows without it run
     first), the loss implementations (`loss_impl`), threads, and torch.compile (its compile time is a column).
     Also the recipe's loss, exact and coarse (`wce_lovasz_dice_coarse4`). `vs_before_ce` and `vs_ce` divide
-    each row's images/s by the `before` and `all levers` CE rows."""
+    each row's images/s by the same model's `before` and `all levers` CE rows."""
     from segmentation_models_pytorch.losses import DiceLoss as SmpDice
 
     from facelib import train as engine
@@ -208,16 +214,18 @@ def bench_cpu_levers(
     finally:
         keep_decoded(False)
     default_threads = torch.get_num_threads()
+    plan = [(position, model, name, loss, {"workers": 0, "channels_last": True, "presize": True, "keep_memory": True,
+                                 "loss_impl": "facelib", "threads": default_threads, "compile": False, **changes})
+            for position, (model, (name, loss, changes)) in enumerate(itertools.product(models or [config.model],
+                                                                                        LEVER_ROWS))
+            if compile or name != "torch.compile"]  # fmt: skip
+    plan.sort(key=lambda row: row[4]["keep_memory"])  # stable: every model's rows without it come first
     rows, memory_kept = [], False
-    for name, loss, changes in LEVER_ROWS:
-        if name == "torch.compile" and not compile:
-            continue
-        levers = {"workers": 0, "channels_last": True, "presize": True, "keep_memory": True, "loss_impl": "facelib",
-                  "threads": default_threads, "compile": False, **changes}  # fmt: skip
+    for position, model, name, loss, levers in plan:
         if levers["keep_memory"] and not memory_kept:
             memory_kept = engine.keep_freed_memory()
-        run_config = config.replace(loss=loss, workers=levers["workers"], channels_last=levers["channels_last"],
-                                    compile=levers["compile"], threads=levers["threads"])  # fmt: skip
+        run_config = config.replace(model=model, loss=loss, workers=levers["workers"], compile=levers["compile"],
+                                    channels_last=levers["channels_last"], threads=levers["threads"])  # fmt: skip
         criterion, _ = engine.build_criterion(run_config, runs[levers["presize"]], device)
         if levers["loss_impl"] == "before":
             criterion.lovasz = LovaszSoftmax(criterion.ce.ignore_index, cpu_shortcuts=False)
@@ -227,16 +235,15 @@ def bench_cpu_levers(
             seconds, wait, compile_s = _loop_seconds(run_config, runs[levers["presize"]], criterion, steps, warmup)
         finally:
             torch.set_num_threads(default_threads)
-        rows.append({"row": name, "model": config.model, "loss": loss, "crop": config.crop_size,
+        rows.append({"position": position, "row": name, "model": model, "loss": loss, "crop": config.crop_size,
                      "batch": config.batch_size, **{k: v for k, v in levers.items()},
                      "keep_memory": levers["keep_memory"] and memory_kept,
                      "images_per_s": steps * config.batch_size / seconds, "data_wait_share": wait / seconds,
                      "compile_s": compile_s})  # fmt: skip
-    table = pd.DataFrame(rows)
-    before = table[(table["row"] == "before") & (table["loss"] == "ce")]["images_per_s"].iloc[0]
-    levered = table[(table["row"] == "all levers") & (table["loss"] == "ce")]["images_per_s"].iloc[0]
-    table["vs_before_ce"] = table["images_per_s"] / before
-    table["vs_ce"] = table["images_per_s"] / levered
+    table = pd.DataFrame(rows).sort_values("position", kind="stable").drop(columns="position")
+    for reference, column in (("before", "vs_before_ce"), ("all levers", "vs_ce")):
+        ce = table[(table["row"] == reference) & (table["loss"] == "ce")].set_index("model")["images_per_s"]
+        table[column] = table["images_per_s"] / table["model"].map(ce)
     return table.set_index("row")
 
 

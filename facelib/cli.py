@@ -262,13 +262,18 @@ def _bench(args: argparse.Namespace) -> list[Path]:
                    "amp": args.amp, "compile": args.compile}  # fmt: skip
         from facelib.train import TrainConfig
 
-        config = TrainConfig(**{k: v for k, v in changes.items() if v is not None})
-        if resolve_device(config.device).type == "cpu" and not args.stages:
-            table = bench_cpu_levers(config, args.steps, args.warmup, args.out, compile=args.compile is not False)
-            stem = f"train_levers_{config.model}_cpu_{config.crop_size}px_b{config.batch_size}"
-            title = (f"CPU training loop with and without each lever: {config.model}, batch {config.batch_size} at "
-                     f"{config.crop_size}px, {torch.get_num_threads()} threads")  # fmt: skip
-            shown = ["loss", "workers", "threads", "channels_last", "presize", "keep_memory", "loss_impl",
+        models = args.model.split(",")
+        config = TrainConfig(**{k: v for k, v in {**changes, "model": models[0]}.items() if v is not None})
+        levers = resolve_device(config.device).type == "cpu" and not args.stages
+        if len(models) > 1 and not levers:
+            raise ConfigError("several --model names make one CPU lever table; the stage table takes one model")
+        if levers:
+            table = bench_cpu_levers(config, args.steps, args.warmup, args.out, args.compile is not False, models)
+            names = "_".join(models)
+            stem = f"train_levers_{names}_cpu_{config.crop_size}px_b{config.batch_size}"
+            title = (f"CPU training loop with and without each lever: {', '.join(models)}, batch "
+                     f"{config.batch_size} at {config.crop_size}px, {torch.get_num_threads()} threads")  # fmt: skip
+            shown = ["model", "loss", "workers", "threads", "channels_last", "presize", "keep_memory", "loss_impl",
                      "compile", "images_per_s", "data_wait_share", "compile_s", "vs_before_ce", "vs_ce"]  # fmt: skip
             print(table[shown].reset_index().to_string(index=False, float_format="{:.3g}".format))
             return write_bench(table, stem, title, args.data, args.out)
@@ -463,7 +468,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench = commands.add_parser("bench", help="measure speed: training throughput or inference latency")
     targets = bench.add_subparsers(dest="target", required=True, metavar="WHAT")
     bench_train = targets.add_parser("train", help="images/s of the data pipeline, the training step and the loop")
-    bench_train.add_argument("--model", default="fastscnn", help="registered model name (default: fastscnn)")
+    bench_train.add_argument("--model", default="fastscnn", help="registered model name (default: fastscnn); on a "
+                             "CPU a comma-separated list gives one lever table for them all")  # fmt: skip
     bench_train.add_argument("--device", default="auto", help="auto (default), cpu, cuda")
     bench_train.add_argument("--crop", type=int, default=512, help="training crop side (default: 512)")
     bench_train.add_argument("--batch", type=int, default=16, help="batch size (default: 16)")

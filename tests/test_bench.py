@@ -25,15 +25,21 @@ def test_bench_train_reports_data_step_loop_and_the_lovasz_share(synthetic_root,
 
 
 def test_cpu_lever_table_has_each_lever_on_and_off_and_ratios_to_plain_ce(synthetic_root, tmp_path):
-    config = TrainConfig(data=str(synthetic_root), model="lraspp_mobilenetv3", crop_size=64, batch_size=2)
-    table = bench_cpu_levers(config, steps=2, warmup=1, out=tmp_path, compile=False)
-    assert len(table) == len(LEVER_ROWS) - 1  # no torch.compile row
-    before, levered = table[table["loss"] == "ce"].loc[["before", "all levers"]].itertuples()
-    assert (before.workers, before.channels_last, before.presize, before.keep_memory) == (1, False, False, False)
-    assert (levered.workers, levered.channels_last, levered.presize, levered.loss_impl) == (0, True, True, "facelib")
-    assert levered.vs_ce == 1 and before.vs_before_ce == 1 and (table["images_per_s"] > 0).all()
-    assert set(table["loss"]) == {"ce", "wce_lovasz_dice", "wce_lovasz_dice_coarse4"}
-    assert table.loc["all but the loss code", "loss_impl"] == "before"
+    config = TrainConfig(data=str(synthetic_root), crop_size=64, batch_size=2)
+    models = ["lraspp_mobilenetv3", "fastscnn"]
+    table = bench_cpu_levers(config, steps=2, warmup=1, out=tmp_path, compile=False, models=models)
+    assert len(table) == 2 * (len(LEVER_ROWS) - 1)  # no torch.compile rows
+    assert list(table["model"]) == [m for m in models for _ in range(len(LEVER_ROWS) - 1)]  # in LEVER_ROWS order
+    for model in models:
+        rows = table[table["model"] == model]
+        assert list(rows.index) == [name for name, _, _ in LEVER_ROWS if name != "torch.compile"]
+        before, levered = rows[rows["loss"] == "ce"].loc[["before", "all levers"]].itertuples()
+        assert (before.workers, before.channels_last, before.presize, before.keep_memory) == (1, False, False, False)
+        assert (levered.workers, levered.channels_last, levered.presize) == (0, True, True)
+        assert levered.loss_impl == "facelib" and levered.keep_memory
+        assert levered.vs_ce == 1 and before.vs_before_ce == 1 and (rows["images_per_s"] > 0).all()
+        assert set(rows["loss"]) == {"ce", "wce_lovasz_dice", "wce_lovasz_dice_coarse4"}
+        assert rows.loc["all but the loss code", "loss_impl"] == "before"
     assert not (tmp_path / "runs").exists()
 
 
