@@ -87,7 +87,7 @@ def bench_train(config, steps: int = 20, warmup: int = 5, out: str | Path = "res
     # start together, so the first `workers` batches arrive in a burst; the window starts after them.
     workers = engine.loader_workers(config, device)
     data_warmup, data_steps = warmup + workers, max(steps, 3 * workers)
-    loader = iter(engine.train_loader(config, data, 0, data_warmup + data_steps + 1, pin=cuda))
+    loader = iter(engine.train_loader(config, data, 0, data_warmup + data_steps + 1, device=device))
     first = next(loader)
     times = _timed(lambda: next(loader), data_steps, data_warmup, lambda: None)
     rows.append(_row(base, "data", sum(times) / len(times), batch))  # the mean: batches arrive in bursts
@@ -114,7 +114,7 @@ def bench_train(config, steps: int = 20, warmup: int = 5, out: str | Path = "res
     # window starts once that queue has been drawn down, so waiting shows instead of hiding behind it.
     data_rate, step_rate = rows[0]["images_per_s"], batch / statistics.median(step_times)
     loop_warmup = warmup + (4 * workers if data_rate < 1.2 * step_rate else 0)
-    loader = iter(engine.train_loader(config, data, 0, loop_warmup + steps, pin=cuda))
+    loader = iter(engine.train_loader(config, data, 0, loop_warmup + steps, device=device))
     wait = 0.0
 
     def loop_iteration() -> None:

@@ -121,14 +121,15 @@ class _LovaszFunction(torch.autograd.Function):
     then sort after every positive error and change no term), sorted in decreasing order; the Lovász
     extension's weights w_i = J_i - J_(i-1) of the Jaccard loss J_i = 1 - (G - F_i) / (G + i - F_i), with
     F_i the labelled-c pixels among the first i; loss_c = sum_i w_i e_(i). The loss averages loss_c over the
-    classes present (on the CPU only those classes are sorted, with an integer radix sort: same values). Backward: d loss / d p_c = w at each pixel's rank times d e / d p_c (-1 on class-c
-    pixels, +1 elsewhere, 0 where e = 0, as autograd's |x| gives), all of which the forward already has."""
+    classes present (with `shortcuts`, on the CPU, only those are sorted, by an integer radix sort: the same
+    values). Backward: d loss / d p_c = w at each pixel's rank times d e / d p_c (-1 on class-c pixels, +1
+    elsewhere, 0 where e = 0, as autograd's |x| gives), all of which the forward already has."""
 
     @staticmethod
     def forward(ctx, probabilities: torch.Tensor, target: torch.Tensor, ignore_index: int, shortcuts: bool):
         classes, pixels = probabilities.shape
         valid = target != ignore_index
-        gradient = torch.zeros_like(probabilities)
+        gradient = (torch.zeros_like if shortcuts else torch.empty_like)(probabilities)  # skipped classes: 0
         losses = probabilities.new_zeros(classes)
         present = probabilities.new_zeros(classes)
         rank = torch.arange(1, pixels + 1, device=probabilities.device, dtype=probabilities.dtype)

@@ -40,6 +40,7 @@ from facelib.labels import CLASS_NAMES, NUM_CLASSES
 RUNTIME_FIELDS = ("data", "device", "workers", "compile", "channels_last", "threads", "keep_memory")
 """How and where a run happens, not what it computes: left out of the run key."""
 SCHEDULES = ("cosine", "poly")
+CPU = torch.device("cpu")
 
 
 @dataclass(frozen=True)
@@ -474,16 +475,21 @@ def build_training_model(config: TrainConfig, device: torch.device) -> nn.Module
 
 
 def train_loader(
-    config: TrainConfig, data: RunData, start: int, stop: int, procs: Processes = Processes(), pin: bool = False
+    config: TrainConfig,
+    data: RunData,
+    start: int,
+    stop: int,
+    procs: Processes = Processes(),
+    device: torch.device = CPU,
 ) -> torch.utils.data.DataLoader:
-    """Augmented training batches for iterations `start`..`stop` - 1 (see `TrainBatches`)."""
+    """Augmented training batches for iterations `start`..`stop` - 1 (see `TrainBatches`), pinned for CUDA."""
     per_process = config.batch_size // procs.world
-    workers = loader_workers(config, torch.device("cuda" if pin else "cpu"))
+    workers = loader_workers(config, device)
     return torch.utils.data.DataLoader(
         data.train_set,
         batch_sampler=TrainBatches(len(data.train_set), per_process, config.seed, start, stop, procs.rank, procs.world),
         num_workers=workers,
-        pin_memory=pin,
+        pin_memory=device.type == "cuda",
         prefetch_factor=4 if workers else None,
         generator=torch.Generator().manual_seed(config.seed),  # keeps the global RNG (dropout) resumable
     )
@@ -594,7 +600,7 @@ def train(
     if config.compile:
         network = torch.compile(network)  # validation and checkpoints use `model`, the eager module
     per_process = config.batch_size // procs.world
-    loader = train_loader(config, data, start, stop, procs, pin=cuda)
+    loader = train_loader(config, data, start, stop, procs, device)
     val_loader = torch.utils.data.DataLoader(
         torch.utils.data.Subset(data.val_set, range(procs.rank, len(data.val_set), procs.world)),
         batch_size=per_process,
