@@ -345,10 +345,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = commands.add_parser(
         "train", help="train a model (or resume it, or find it finished in the run cache)",
-        description="Train one run. PRESET (reference, cpu-quick) sets defaults, flags override them.",
+        description="Train one run. PRESET (reference, cpu, cpu-quick) sets defaults, flags override them.",
     )  # fmt: skip
-    train.add_argument("preset", nargs="?", help="training preset: reference (24k iterations, the reference recipe) or "
-                       "cpu-quick (128 px, 300 iterations); default: the TrainConfig defaults")  # fmt: skip
+    train.add_argument("preset", nargs="?", help="training preset: reference (24k iterations, the reference recipe), "
+                       "cpu (5k iterations at 256 px, the recipe's fast CPU equivalent) or cpu-quick (128 px, 300 "
+                       "iterations); default: the TrainConfig defaults")  # fmt: skip
     train.add_argument("--data", help=DATA_HELP)
     train.add_argument("--model", help="registered model name (see `facelib models`)")
     train.add_argument("--overrides", help="model overrides as JSON, e.g. '{\"decoder_channels\": 64}'")

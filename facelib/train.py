@@ -119,6 +119,13 @@ class TrainConfig:
 
 TRAIN_PRESETS: dict[str, dict[str, Any]] = {
     "reference": {},  # the reference's Table 4 recipe: 24k iterations, batch 8, 512 crops, full augmentation
+    "cpu": {  # the recipe's CPU equivalent: 40k samples at 256 px with the coarse loss (README: Training on a CPU)
+        "crop_size": 256,
+        "loss": "wce_lovasz_dice_coarse4",
+        "lr": 2e-3,
+        "iterations": 5000,
+        "val_interval": 500,
+    },
     "cpu-quick": {
         "crop_size": 128,
         "iterations": 300,
