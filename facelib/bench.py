@@ -114,26 +114,17 @@ def bench_train(config, steps: int = 20, warmup: int = 5, out: str | Path = "res
     # window starts once that queue has been drawn down, so waiting shows instead of hiding behind it.
     data_rate, step_rate = rows[0]["images_per_s"], batch / statistics.median(step_times)
     loop_warmup = warmup + (4 * workers if data_rate < 1.2 * step_rate else 0)
-    loader = iter(engine.train_loader(config, data, 0, loop_warmup + steps, device=device))
-    wait = 0.0
-
-    def loop_iteration() -> None:
-        nonlocal wait
-        fetch = time.perf_counter()
-        batch_images, batch_masks = next(loader)
-        wait += time.perf_counter() - fetch
-        batch_images, batch_masks = engine.to_device(batch_images, batch_masks, device, config.channels_last)
-        engine.train_step(network, criterion, optimizer, batch_images, batch_masks, autocast)
-
+    loader = engine.train_loader(config, data, 0, loop_warmup + steps, device=device)
+    loop_iteration = _LoopIteration(config, loader, network, criterion, optimizer, device, autocast)
     for _ in range(loop_warmup):
         loop_iteration()
     sync()
-    wait, start = 0.0, time.perf_counter()
+    loop_iteration.wait, start = 0.0, time.perf_counter()
     for _ in range(steps):
         loop_iteration()
     sync()
     total = time.perf_counter() - start
-    rows.append({**_row(base, "loop", total / steps, batch), "data_wait_share": wait / total})
+    rows.append({**_row(base, "loop", total / steps, batch), "data_wait_share": loop_iteration.wait / total})
 
     # The Lovász term's share of the step, and what smp's per-class implementation costs in its place.
     settings = criterion.config
@@ -256,26 +247,36 @@ def _loop_seconds(config, data, criterion, steps: int, warmup: int) -> tuple[flo
     model = engine.build_training_model(config, device).train()
     optimizer, _ = engine.build_optimizer(config, model)
     network = torch.compile(model) if config.compile else model
-    loader = iter(engine.train_loader(config, data, 0, warmup + steps))
-    wait = 0.0
-
-    def iteration() -> None:
-        nonlocal wait
-        fetch = time.perf_counter()
-        images, masks = next(loader)
-        wait += time.perf_counter() - fetch
-        images, masks = engine.to_device(images, masks, device, config.channels_last)
-        engine.train_step(network, criterion, optimizer, images, masks, contextlib.nullcontext())
-
+    loader = engine.train_loader(config, data, 0, warmup + steps)
+    iteration = _LoopIteration(config, loader, network, criterion, optimizer, device, contextlib.nullcontext())
     first = time.perf_counter()
     iteration()
     compile_s = time.perf_counter() - first if config.compile else None
     for _ in range(warmup - 1):
         iteration()
-    wait, start = 0.0, time.perf_counter()
+    iteration.wait, start = 0.0, time.perf_counter()
     for _ in range(steps):
         iteration()
-    return time.perf_counter() - start, wait, compile_s
+    return time.perf_counter() - start, iteration.wait, compile_s
+
+
+class _LoopIteration:
+    """One iteration of the training loop as `facelib.train` runs it (fetch, copy, step; no validation or
+    checkpoints), adding the time spent waiting for the batch to `wait`."""
+
+    def __init__(self, config, loader, network, criterion, optimizer, device, autocast) -> None:
+        from facelib import train as engine
+
+        self.engine, self.batches, self.wait = engine, iter(loader), 0.0
+        self.config, self.network, self.criterion, self.optimizer = config, network, criterion, optimizer
+        self.device, self.autocast = device, autocast
+
+    def __call__(self) -> None:
+        fetch = time.perf_counter()
+        images, masks = next(self.batches)
+        self.wait += time.perf_counter() - fetch
+        images, masks = self.engine.to_device(images, masks, self.device, self.config.channels_last)
+        self.engine.train_step(self.network, self.criterion, self.optimizer, images, masks, self.autocast)
 
 
 def _row(base: dict[str, Any], stage: str, seconds_per_batch: float, batch: int) -> dict[str, Any]:
