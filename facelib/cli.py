@@ -7,7 +7,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from facelib.errors import ConfigError, DataError, ReportError
+from facelib.errors import ConfigError, DataError, ReportError, RunBusyError
 
 DATA_HELP = "dataset root (train/images + train/masks, or images/ + masks/); default: $FACELIB_DATA, else the built-in synthetic faces"
 
@@ -231,10 +231,10 @@ def _ship(args: argparse.Namespace) -> list[Path]:
 def _runs(args: argparse.Namespace) -> list[Path]:
     import pandas as pd
 
-    from facelib.experiments import Report, round_frame, row_runs
+    from facelib.experiments import Report, TimeLimitReached, round_frame, row_runs
 
     report = Report(args.profile, args.data, args.device, args.out, args.checkpoints, "facelib runs",
-                    train_missing=not args.cached_only)  # fmt: skip
+                    train_missing=not args.cached_only, time_limit_s=args.time_limit)  # fmt: skip
     tables = args.table.split(",")
     only = args.rows.split(",") if args.rows else None
     if only and len(tables) > 1:
@@ -242,11 +242,15 @@ def _runs(args: argparse.Namespace) -> list[Path]:
     modes = [m for m in args.tta.split(",") if m] if args.tta else []
     pending = [row_runs(report, table, only, modes) for table in tables]  # every row checked before training
     written, lines = [], []
-    for runs in pending:
-        for run, line in runs:
-            lines.append(line)
-            written += sorted(p for p in (Path(args.out) / "runs" / run.key).iterdir() if p.is_file())
-    print(round_frame(pd.DataFrame(lines)).to_string(index=False))
+    try:
+        for runs in pending:
+            for run, line in runs:
+                lines.append(line)
+                written += sorted(p for p in (Path(args.out) / "runs" / run.key).iterdir() if p.is_file())
+    except TimeLimitReached as stopped:
+        print(f"facelib runs: {stopped}")
+    if lines:
+        print(round_frame(pd.DataFrame(lines)).to_string(index=False))
     return written
 
 
@@ -454,7 +458,7 @@ def build_parser() -> argparse.ArgumentParser:
         "(stored beside each run, where notebook 04 reads them). Meant for GPU leases: train here, assemble the "
         "report elsewhere with `facelib report --cached-only`.",
     )  # fmt: skip
-    runs.add_argument("--profile", default="smoke", help="smoke (default), gpu-short or full")
+    runs.add_argument("--profile", default="smoke", help="smoke (default), cpu, gpu-short or full")
     runs.add_argument("--table", required=True, help="augmentation, loss or comparison (comma-separated for several)")
     runs.add_argument("--rows", help="comma-separated rows of the table (default: all), e.g. fastscnn,bisenetv2_xs")
     runs.add_argument("--tta", default="", help="after training, evaluate each best checkpoint with these TTA "
@@ -464,6 +468,8 @@ def build_parser() -> argparse.ArgumentParser:
     runs.add_argument("--out", default="results", help="results root: run cache in OUT/runs (default: results)")
     runs.add_argument("--checkpoints", default="checkpoints", help="checkpoint folder (default: checkpoints)")
     runs.add_argument("--cached-only", action="store_true", help="never train: fail on a run missing from the cache")
+    runs.add_argument("--time-limit", type=float, help="seconds: stop at the first checkpoint after this long (the "
+                      "run resumes from it next time); rows not started by then are left for next time")  # fmt: skip
     runs.set_defaults(run=_runs)
 
     bench = commands.add_parser("bench", help="measure speed: training throughput or inference latency")
@@ -515,7 +521,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Execute notebooks/01-05 in order for a profile (smoke, gpu-short, full; see facelib/profiles.py), "
         "reusing finished runs from the run cache; write RESULTS/PROFILE/{notebooks,html,tables,figures,README.md}.",
     )  # fmt: skip
-    report.add_argument("--profile", default="smoke", help="smoke (default), gpu-short or full")
+    report.add_argument("--profile", default="smoke", help="smoke (default), cpu, gpu-short or full")
     report.add_argument("--data", help=DATA_HELP)
     report.add_argument("--device", default="auto", help="where missing runs train: auto (default), cpu, cuda")
     report.add_argument("--only", help="comma-separated notebook numbers or names, e.g. 02,03 (default: all)")
@@ -531,7 +537,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         written = args.run(args)
-    except (DataError, ConfigError, ReportError) as error:
+    except (DataError, ConfigError, ReportError, RunBusyError) as error:
         print(f"facelib {args.command}: error: {error}", file=sys.stderr)
         return 2
     print("wrote:")

@@ -14,3 +14,8 @@ class ConfigError(ValueError):
 class ReportError(RuntimeError):
     """A report could not be made: a notebook failed (the message names it and the cell), or a run is missing
     and this machine should not train it."""
+
+
+class RunBusyError(RuntimeError):
+    """A run is being trained by another process (the message names it); training it twice at once would
+    have both write the same run folder."""

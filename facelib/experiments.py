@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import time
 import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -29,7 +30,7 @@ HEADLINE = ("mIoU", "mF1", "mFscore_ref", "per_image_F")
 FINAL_POINTS = 4  # validation points averaged for Tables 1-2, as the reference did
 TABLES = {
     "augmentation": ("augment", AUGMENTATION_ROWS, {"model": "fastscnn"}),
-    "loss": ("loss", LOSS_ROWS, {"model": "fastscnn"}),
+    "loss": ("loss", LOSS_ROWS, {"model": "fastscnn"}),  # the profile's `losses` (LOSS_ROWS or their twins)
     "comparison": ("model", None, {}),  # None: the profile's models
 }
 """Each table's rows: the TrainConfig field they vary, its values, and what every row fixes (Tables 1 and 2
@@ -75,8 +76,10 @@ def table_rows(profile: str, table: str) -> tuple[str, ...]:
     """The row labels of a table in a profile (see TABLES)."""
     if table not in TABLES:
         raise ReportError(f"unknown table {table!r}; valid: {', '.join(TABLES)}")
-    values = TABLES[table][1]
-    return tuple(get_profile(profile).models if values is None else values)
+    values, chosen = TABLES[table][1], get_profile(profile)
+    if table == "loss":
+        return chosen.losses
+    return tuple(chosen.models if values is None else values)
 
 
 def chosen_rows(profile: str, table: str, only: Sequence[str] | None = None) -> tuple[str, ...]:
@@ -113,6 +116,10 @@ def row_runs(
     return rows()
 
 
+class TimeLimitReached(ReportError):
+    """`Report.time_limit_s` ran out: the run named in the message stopped at a checkpoint and resumes next time."""
+
+
 class Report:
     """The state one notebook shares with facelib: profile, data, where runs, tables and figures go.
 
@@ -130,6 +137,7 @@ class Report:
         checkpoints: str | Path = "checkpoints",
         notebook: str = "",
         train_missing: bool = True,
+        time_limit_s: float | None = None,
     ) -> None:
         from facelib.data import discover, keep_decoded
 
@@ -140,6 +148,7 @@ class Report:
         self.out = self.results / self.profile.name
         self.dataset = discover(data)
         self.runs: list[Run] = []
+        self.deadline = None if time_limit_s is None else time.monotonic() + time_limit_s
 
     # --- runs ------------------------------------------------------------------------------------------
 
@@ -160,9 +169,16 @@ class Report:
         retrain = bool(cached) and want_checkpoint and self.refusal() is None and not self._has_weights(key)
         if not cached and self.refusal():
             raise ReportError(f"run {key} ({label}) is not in the run cache {self.results / 'runs'}: {self.refusal()}")
-        summary = train(config, self.results, self.checkpoints, progress=False, require_checkpoint=retrain)
+        left = None if self.deadline is None else self.deadline - time.monotonic()
+        if left is not None and left <= 0 and not (cached and not retrain):
+            raise TimeLimitReached(f"time limit reached before run {key} ({label}) started")
+        summary = train(config, self.results, self.checkpoints, progress=False, require_checkpoint=retrain,
+                        time_limit_s=left)  # fmt: skip
         if not summary["finished"]:
-            raise ReportError(f"run {key} ({label}) stopped at iteration {summary['iterations_done']}")
+            stopped = f"run {key} ({label}) stopped at iteration {summary['iterations_done']} of {config.iterations}"
+            if left is not None:
+                raise TimeLimitReached(f"{stopped} (time limit); run the same command again to resume it")
+            raise ReportError(stopped)
         metrics = pd.read_csv(Path(summary["run_dir"]) / "metrics.csv")
         trained = not cached or (retrain and (self.checkpoints / key / "best.pt").exists())
         run = Run(label, config, summary, metrics, trained_now=trained)

@@ -11,7 +11,7 @@ equivalent of its recipe for CPUs (`LossConfig.coarse_stride`).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 from torch import nn
@@ -63,16 +63,18 @@ LOSS_PRESETS: dict[str, LossConfig] = {
     "wce_lovasz_aux08": LossConfig({"ce": 1.0, "lovasz": 2.0}, aux_weight=0.8, class_weighted=True),
     "wce_dice": LossConfig({"ce": 0.5, "dice": 1.0}, class_weighted=True),
     "wce_lovasz_dice": LossConfig({"ce": 0.5, "lovasz": 0.3, "dice": 1.0}, class_weighted=True),
-    "wce_lovasz_dice_coarse4": LossConfig(
-        {"ce": 0.5, "lovasz": 0.3, "dice": 1.0}, class_weighted=True, coarse_stride=4
-    ),
+}
+LOSS_PRESETS |= {
+    f"{name}_coarse4": replace(preset, coarse_stride=4)
+    for name, preset in LOSS_PRESETS.items()
+    if set(preset.terms) != {"ce"}
 }
 """The reference's Table 2 rows: CE; weighted CE + Lovász 1:2 at decode:auxiliary 1:0.4 and 1:0.8; weighted
 CE + Dice (0.5:1, the three-term row without Lovász); weighted CE + Lovász + Dice 0.5:0.3:1. The auxiliary
 ratio is 1:0.4 (mmsegmentation's default for Fast-SCNN) wherever the reference does not vary it.
-`wce_lovasz_dice_coarse4` is the three-term recipe with everything but the decode head's cross-entropy on
-every 4th pixel in each direction (see `LossConfig.coarse_stride`): the CPU's fast equivalent, not the
-reference's loss."""
+Each row but CE has a `_coarse4` twin (e.g. `wce_lovasz_dice_coarse4`): everything but the decode head's
+cross-entropy on every 4th pixel in each direction (see `LossConfig.coarse_stride`), the CPU's fast
+equivalent, not the reference's loss."""
 
 
 def loss_config(spec: str | Mapping[str, object] | LossConfig) -> LossConfig:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import fcntl
 import os
 import platform
 import subprocess
@@ -14,6 +15,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
+
+from facelib.errors import RunBusyError
 
 
 @contextlib.contextmanager
@@ -33,6 +36,37 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
         os.replace(tmp, target)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def exclusive(folder: str | Path, what: str) -> Iterator[None]:
+    """Hold `folder/.lock` for the block, so no other process works on `what` at the same time; the lock is
+    the kernel's (flock), so it goes away with the process that held it, however that process ended. A second
+    process is refused with the first one's process id, host and start time (written into the lock file)."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / ".lock"
+    with open(path, "a+", encoding="utf-8") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            raise RunBusyError(
+                f"{what} is already being worked on by {holder} (lock {path}); wait for it to end, or stop it "
+                "and run this again (an interrupted run resumes from its last checkpoint)"
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        started = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
+        handle.write(f"process {os.getpid()} on {platform.node()} since {started}\n")
+        handle.flush()
+        try:
+            yield
+        finally:
+            handle.seek(0)
+            handle.truncate()
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def write_text(target: str | Path, text: str) -> Path:

@@ -16,6 +16,7 @@ from facelib.train import TrainConfig
 
 AUGMENTATION_ROWS = ("baseline", "flip_swap", "flip", "geometric", "photometric", "full")
 LOSS_ROWS = ("ce", "wce_lovasz", "wce_lovasz_aux08", "wce_dice", "wce_lovasz_dice")
+COARSE_LOSS_ROWS = tuple(row if row == "ce" else f"{row}_coarse4" for row in LOSS_ROWS)
 MODEL_ROWS = ("fastscnn", "lraspp_mobilenetv3", "bisenetv2_xs", "deeplabv3plus_mobilenetv4")
 
 REFERENCE_TABLE4 = {
@@ -39,6 +40,7 @@ class Profile:
     loss: Mapping[str, Any]  # Table 2: rows vary `loss`
     comparison: Mapping[str, Any]  # Table 4: rows vary `model`
     models: tuple[str, ...] = MODEL_ROWS
+    losses: tuple[str, ...] = LOSS_ROWS  # Table 2's rows
     device: str = "cuda"  # where missing runs are meant to train
     latency_size: int = 512
     latency_repeats: int = 10
@@ -58,6 +60,7 @@ class Profile:
         for table, label in (("augmentation", "Table 1"), ("loss", "Table 2"), ("comparison", "Table 4")):
             settings = ", ".join(f"`{k}={v}`" for k, v in getattr(self, table).items())
             lines.append(f"- {label} ({table}): {settings}")
+        lines.append(f"- Table 2 losses: {', '.join(f'`{m}`' for m in self.losses)}")
         lines.append(f"- Table 4 models: {', '.join(f'`{m}`' for m in self.models)}")
         lines.append(f"- CPU latency at {self.latency_size}x{self.latency_size}, median of {self.latency_repeats}")
         lines += [f"- {note}" for note in self.notes]
@@ -89,6 +92,27 @@ PROFILES: dict[str, Profile] = {
                 "5% of the pairs are held out for validation (50 of the real data's 1000) so that validating "
                 "at the masks' full resolution stays cheap; four validation points per run, so the tables' "
                 "`overfitting` column (which compares the final four with the four before) reads n/a;",
+            ),
+        ),
+        Profile(
+            name="cpu",
+            purpose="the real data, trained on a 2-core CPU with the fast CPU recipe (256 px training, the "
+            "`_coarse4` losses; README: Training on a CPU), scored on the 200 validation masks at 512 px. Table 4: "
+            "40k training samples per model (the reference: 192k at 512 px); Tables 1-2: 12k per row.",
+            common={"crop_size": 256, "batch_size": 8, "lr": 2e-3},
+            augmentation={"iterations": 1500, "val_interval": 150, "loss": "ce"},
+            loss={"iterations": 1500, "val_interval": 150, "augment": "full"},
+            comparison={"iterations": 5000, "val_interval": 500, "loss": "wce_lovasz_dice_coarse4"},
+            losses=COARSE_LOSS_ROWS,
+            device="cpu",
+            notes=(
+                "Table 4's settings are `facelib train cpu`'s; Table 2's losses are the reference's rows with "
+                "everything but the decode head's cross-entropy on every 4th pixel (`_coarse4`), which cost "
+                "2-4x less on a CPU and scored like the exact loss (README);",
+                "time on the 2-core machine that trained them (training images/s measured in these runs, "
+                "validation included): Table 1 about 6 x 9 min, Table 2 about 4 x 11 min more (its CE row is "
+                "Table 1's `full` run), Table 4 about 23 min (LR-ASPP), 35 (Fast-SCNN) and MEASURE; runs over an "
+                "hour train in parts (`facelib runs --time-limit`), resuming from their checkpoints;",
             ),
         ),
         Profile(

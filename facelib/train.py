@@ -36,6 +36,7 @@ from torch import nn
 
 from facelib.errors import ConfigError
 from facelib.labels import CLASS_NAMES, NUM_CLASSES
+from facelib.outputs import atomic_path, exclusive
 
 RUNTIME_FIELDS = ("data", "device", "workers", "compile", "channels_last", "threads", "keep_memory")
 """How and where a run happens, not what it computes: left out of the run key."""
@@ -547,9 +548,7 @@ def train(
     leases); the returned summary then has `"finished": False`. `require_checkpoint`: a finished run whose
     best.pt is not here (results are committed, checkpoints are not) is trained again from the start.
     """
-    from facelib.infer import evaluate_model, inference_checkpoint, resolve_device
-    from facelib.losses import loss_config
-    from facelib.outputs import atomic_path
+    from facelib.infer import resolve_device
 
     device = resolve_device(config.device, int(os.environ.get("LOCAL_RANK", "0")))
     procs = Processes.from_env(device.type)
@@ -568,6 +567,27 @@ def train(
         if procs.main and progress:
             print(f"run {key}: finished earlier, reusing {paths.run_dir}")
         return {**stored, "run_dir": str(paths.run_dir), "checkpoint_dir": str(paths.checkpoint_dir)}
+    with exclusive(paths.run_dir, f"run {key}") if procs.main else contextlib.nullcontext():
+        if not rerun and paths.summary.exists() and json.loads(paths.summary.read_text()).get("finished"):
+            return train(config, out, checkpoints, stop_after, progress, time_limit_s, require_checkpoint)
+        return _train_run(config, data, key, paths, procs, device, rerun, stop_after, progress, time_limit_s)
+
+
+def _train_run(
+    config: TrainConfig,
+    data: RunData,
+    key: str,
+    paths: RunPaths,
+    procs: Processes,
+    device: torch.device,
+    rerun: bool,
+    stop_after: int | None,
+    progress: bool,
+    time_limit_s: float | None,
+) -> dict[str, Any]:
+    """The training loop of `train`, run while this process holds the run's lock."""
+    from facelib.infer import evaluate_model, inference_checkpoint
+    from facelib.losses import loss_config
 
     load_sets(config, data)
     loss_settings = loss_config(config.loss)
