@@ -495,3 +495,57 @@ def _onnx_versions() -> dict[str, str]:
     import onnxruntime
 
     return {"onnxruntime": onnxruntime.__version__}
+
+
+# --- speed against a known model -----------------------------------------------------------------------
+
+ANCHOR = "torchvision lraspp_mobilenet_v3_large"
+"""The yardstick for CPU speed: a model a reader knows and can time on their own machine (3.2M parameters with
+19 classes; untrained weights time the same as trained ones)."""
+
+
+class _LogitsOnly(torch.nn.Module):
+    """torchvision's segmentation models return {"out": logits}; the exporter and the timing want the tensor."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)["out"]
+
+
+def anchor_model() -> torch.nn.Module:
+    """The anchor, untrained, with facelib's 19 classes."""
+    from torchvision.models.segmentation import lraspp_mobilenet_v3_large
+
+    torch.manual_seed(0)
+    return _LogitsOnly(lraspp_mobilenet_v3_large(weights=None, weights_backbone=None, num_classes=19))
+
+
+def onnx_latency_ms(model: torch.nn.Module, size: int, threads: int, repeats: int, warmup: int = 3) -> float:
+    """Median ONNX Runtime float32 latency of one (1, 3, size, size) image, exported to a temporary file."""
+    from facelib.export import export_model, onnx_session
+
+    with tempfile.TemporaryDirectory() as folder:
+        path = export_model(model.eval(), Path(folder) / "model.onnx", example_size=size, fixed_batch=1)
+        session = onnx_session(path, threads)
+        name = session.get_inputs()[0].name
+        x = {name: np.random.default_rng(0).standard_normal((1, 3, size, size), dtype=np.float32)}
+        times = _timed(lambda: session.run(None, x), repeats, warmup, lambda: None)
+    return statistics.median(times) * 1000
+
+
+def anchor_latency(names: Sequence[str], size: int = 512, threads: int = 2, repeats: int = 10) -> pd.DataFrame:
+    """ONNX Runtime float32 latency of each named model and of the anchor, measured in this one call (one
+    process, one machine), and each model's time as a multiple of the anchor's: a speed a reader can carry to
+    their own machine, unlike milliseconds from ours."""
+    from facelib.models import build_model
+
+    anchor = onnx_latency_ms(anchor_model(), size, threads, repeats)
+    rows = [{"model": ANCHOR, "onnx_ms": anchor, "vs_anchor": 1.0}]
+    for name in names:
+        torch.manual_seed(0)
+        ms = onnx_latency_ms(build_model(name), size, threads, repeats)
+        rows.append({"model": name, "onnx_ms": ms, "vs_anchor": ms / anchor})
+    return pd.DataFrame(rows).set_index("model")

@@ -172,7 +172,7 @@ def _predict(args: argparse.Namespace) -> list[Path]:
     from facelib.infer import predict
     from facelib.ship import default_model
 
-    checkpoint = _checkpoint_path(args.checkpoint) if args.checkpoint else default_model()
+    checkpoint = _checkpoint_path(args.checkpoint) if args.checkpoint else default_model(args.backend)
     if not args.checkpoint:
         print(f"model: {checkpoint}")
     written = predict(checkpoint, args.inputs, args.out, overlay=args.overlay, tta=args.tta, device=args.device,
@@ -215,15 +215,26 @@ def _ship(args: argparse.Namespace) -> list[Path]:
         from facelib.experiments import Report, best_run
 
         report = Report(args.best, args.data, args.device, args.out, args.checkpoints, train_missing=False)
-        winner = best_run(report.table_rows("comparison"))
+        runs, missing = report.finished_rows("comparison")
+        if not runs:
+            raise ConfigError(f"profile {args.best} has no finished Table 4 run yet (facelib runs --profile "
+                              f"{args.best} --table comparison trains them)")  # fmt: skip
+        winner = best_run(runs)
         checkpoint = report.checkpoint(winner)
-        print(f"best Table 4 run under the cap in profile {args.best}: {winner.label} ({winner.key}), "
-              f"validation mF1 {winner.summary['best']['mF1']:.2f}")  # fmt: skip
+        selection = (f"the best by validation mF1, among the runs under the parameter cap, of profile `{args.best}`'s "
+                     f"Table 4 rows {', '.join(f'`{r.label}`' for r in runs)}")  # fmt: skip
+        if missing and not args.allow_missing:
+            raise ConfigError(f"profile {args.best}'s Table 4 rows {', '.join(missing)} are not in the run cache "
+                              f"{Path(args.out) / 'runs'}; train them (facelib runs --profile {args.best} --table "
+                              "comparison), or pass --allow-missing to choose among the finished rows")  # fmt: skip
+        if missing:
+            selection += f" (rows {', '.join(f'`{m}`' for m in missing)} were not trained yet)"
+        print(f"{winner.label} ({winner.key}), validation mF1 {winner.summary['best']['mF1']:.2f}: {selection}")
     else:
-        checkpoint = _checkpoint_path(args.checkpoint)
+        checkpoint, selection = _checkpoint_path(args.checkpoint), None
     target = Path(args.to) if args.to else DEFAULT_MODEL
     written = ship(checkpoint, target, args.data, args.out, args.device, evaluate=not args.no_eval,
-                   card=not args.no_card)  # fmt: skip
+                   card=not args.no_card, selection=selection, onnx=args.onnx)  # fmt: skip
     print(f"{target}: fp16 weights of {checkpoint} ({target.stat().st_size / 1e6:.1f} MB)")
     return written
 
@@ -443,6 +454,10 @@ def build_parser() -> argparse.ArgumentParser:
     ship_.add_argument("--to", metavar="TARGET.pt", help="where to write (default: results/models/facelib-best.pt)")
     ship_.add_argument("--data", help=DATA_HELP + " (the validation images)")
     ship_.add_argument("--device", default="auto")
+    ship_.add_argument("--allow-missing", action="store_true", help="with --best: choose among the Table 4 rows "
+                       "that are finished when others are not (the card names the missing ones)")  # fmt: skip
+    ship_.add_argument("--onnx", action="store_true", help="also write TARGET.onnx and TARGET_int8.onnx (what "
+                       "`facelib predict --backend onnx` uses), the int8 file evaluated too")  # fmt: skip
     ship_.add_argument("--no-eval", action="store_true", help="do not evaluate (the card then has no scores)")
     ship_.add_argument("--no-card", action="store_true", help="write the weights only")
     ship_.add_argument("--out", default="results", help="results folder: run cache and split files (default: results)")

@@ -21,7 +21,7 @@ import pandas as pd
 
 from facelib.errors import ReportError
 from facelib.profiles import AUGMENTATION_ROWS, LOSS_ROWS, REFERENCE_TABLE4, get_profile
-from facelib.train import TrainConfig
+from facelib.train import TrainConfig, identify, run_key, train
 
 # smp and timm import tqdm.auto, which warns in a notebook kernel without ipywidgets; facelib draws no widget bars.
 warnings.filterwarnings("ignore", message="IProgress not found")
@@ -160,8 +160,6 @@ class Report:
 
         `want_checkpoint`: a cached run whose best.pt is not here is trained again, where this machine may
         train (the run folder is committed, checkpoints are not); elsewhere it is used without one."""
-        from facelib.train import identify, run_key, train
-
         config = self.config(table, **row)
         key = run_key(config, identify(config, self.results).fingerprint)
         summary_file = self.results / "runs" / key / "summary.json"
@@ -250,6 +248,21 @@ class Report:
         field, _, fixed = TABLES[table]
         return self.table_runs(table, field, chosen, want_checkpoint=want_checkpoint, **fixed)
 
+    def finished_rows(self, table: str) -> tuple[list[Run], list[str]]:
+        """The table's rows whose runs are finished in the run cache (never training), and the labels of the
+        rows that are not there yet: for choosing among what exists while the rest still trains."""
+        field, _, fixed = TABLES[table]
+        found, missing = [], []
+        for label in table_rows(self.profile.name, table):
+            config = self.config(table, **{field: label}, **fixed)
+            key = run_key(config, identify(config, self.results).fingerprint)
+            summary_file = self.results / "runs" / key / "summary.json"
+            if summary_file.exists() and json.loads(summary_file.read_text()).get("finished"):
+                found.append(self.run(table, label, **{field: label}, **fixed))
+            else:
+                missing.append(label)
+        return found, missing
+
     # --- outputs ---------------------------------------------------------------------------------------
 
     def note(self, runs: Sequence[Run] = ()) -> str:
@@ -337,9 +350,12 @@ ABLATION_EXPLAIN = (
 )
 
 
-def comparison_table(runs: Sequence[Run], latency: pd.DataFrame, tta: dict[str, dict] | None = None) -> pd.DataFrame:
-    """Table 4: size and cost (from `facelib.models.profile.model_table`), training cost, and the scores of
-    each run's best checkpoint; flip-TTA scores where they were evaluated; the reference's figures."""
+def comparison_table(
+    runs: Sequence[Run], latency: pd.DataFrame, tta: dict[str, dict] | None = None, speed: pd.DataFrame | None = None
+) -> pd.DataFrame:
+    """Table 4: size and cost (from `facelib.models.profile.model_table`), ONNX Runtime latency as a multiple of
+    a known model's measured in the same call (`facelib.bench.anchor_latency`, when given), training cost, and
+    the scores of each run's best checkpoint; flip-TTA scores where they were evaluated; the reference's."""
     rows = []
     for run in runs:
         best, model = run.summary["best"], run.config.model
@@ -355,6 +371,11 @@ def comparison_table(runs: Sequence[Run], latency: pd.DataFrame, tta: dict[str, 
                 "fits_cap": bool(size["fits_cap"]),
                 "GFLOPs": float(size["gflops"]),
                 "CPU ms": float(size["cpu_ms"]),
+                **(
+                    {"ONNX ms": float(speed.loc[model, "onnx_ms"]), "x anchor": float(speed.loc[model, "vs_anchor"])}
+                    if speed is not None
+                    else {}
+                ),
                 "iterations": run.config.iterations,
                 "batch": run.config.batch_size,
                 "best at": best["iteration"],

@@ -322,7 +322,7 @@ def save_evaluation(
     a per-class table, each with its provenance (checkpoint, data, labels, commit, machine, date)."""
     import json
 
-    from facelib.outputs import provenance, write_table, write_text
+    from facelib.outputs import provenance, shown_path, write_table, write_text
 
     checkpoint = Path(checkpoint)
     content, _, _ = load_model(checkpoint)
@@ -334,8 +334,10 @@ def save_evaluation(
     elif content.get("weights_dtype") == "float16":  # a shipped file (facelib.ship): scored apart from best.pt
         variant += "-fp16"
     folder = Path(out) / "runs" / key
-    note = provenance(f"{data or 'default'} ({split} split, {labels} labels)") + f" Checkpoint {checkpoint}."
-    record = {"checkpoint": str(checkpoint), "split": split, **result.to_dict(), "provenance": note}
+    note = (
+        provenance(f"{data or 'default'} ({split} split, {labels} labels)") + f" Checkpoint {shown_path(checkpoint)}."
+    )
+    record = {"checkpoint": shown_path(checkpoint), "split": split, **result.to_dict(), "provenance": note}
     written = [write_text(folder / f"{variant}.json", json.dumps(record, indent=1) + "\n")]
     written += write_table(result.per_class(), folder / f"{variant}_per_class", f"Per-class scores: {key}", note)
     return written

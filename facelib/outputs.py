@@ -143,6 +143,18 @@ def machine() -> str:
     return text
 
 
+REPOSITORY = Path(__file__).resolve().parents[1]
+
+
+def shown_path(path: str | Path) -> str:
+    """A path as records show it: relative to the repository when inside it (so no machine's absolute path
+    ends up in committed results), else as given."""
+    try:
+        return str(Path(path).resolve().relative_to(REPOSITORY))
+    except ValueError:
+        return str(path)
+
+
 def provenance(data: str, command: str | None = None) -> str:
     """One line saying what produced a table: command (default: this process's), data, commit, machine, date."""
     if command is None:

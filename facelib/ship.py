@@ -16,12 +16,15 @@ from typing import Any
 import torch
 
 from facelib.errors import ConfigError, DataError
+from facelib.export import calibration_batches, calibration_source, export_checkpoint, onnx_metadata, quantize_int8
+from facelib.outputs import atomic_path, provenance, shown_path, write_text
 
 MODELS_DIR = Path(__file__).resolve().parents[1] / "results" / "models"
 DEFAULT_MODEL = MODELS_DIR / "facelib-best.pt"
 """What `facelib predict` uses when no checkpoint is given: the repository's shipped best model (found from the
 package's own location, so it works from any folder of a clone). `FACELIB_MODEL` overrides it."""
 
+CALIBRATION_IMAGES = 64  # training images that calibrate the int8 file's activation ranges
 SHIPPED_EVALUATIONS = (("none", False), ("flip", False), ("none", True))  # (TTA, audit-corrected labels)
 LICENCE = (
     "Trained on CelebAMask-HQ images and masks (CelebAMask-HQ is for non-commercial research and educational "
@@ -29,11 +32,11 @@ LICENCE = (
 )
 
 
-def default_model() -> Path:
-    """The checkpoint `facelib predict` uses without `--checkpoint`: $FACELIB_MODEL, else the shipped model.
-    A missing file is a ConfigError that says how to get one."""
+def default_model(backend: str = "auto") -> Path:
+    """The checkpoint `facelib predict` uses without `--checkpoint`: $FACELIB_MODEL, else the shipped model
+    (its ONNX export for `backend="onnx"`). A missing file is a ConfigError that says how to get one."""
     chosen = os.environ.get("FACELIB_MODEL")
-    path = Path(chosen) if chosen else DEFAULT_MODEL
+    path = Path(chosen) if chosen else DEFAULT_MODEL.with_suffix(".onnx") if backend == "onnx" else DEFAULT_MODEL
     if not path.is_file():
         origin = "FACELIB_MODEL points to" if chosen else "the shipped model"
         raise ConfigError(
@@ -68,13 +71,16 @@ def ship(
     device: str = "auto",
     evaluate: bool = True,
     card: bool = True,
+    selection: str | None = None,
+    onnx: bool = False,
 ) -> list[Path]:
     """Write `target` (fp16 weights of `checkpoint`), then with `evaluate` score it on the validation split
-    (TTA none and flip on the original labels, none on the audit-corrected ones; stored beside its run as
-    eval-val-*-fp16.json), and with `card` write `target`.md. Returns the paths written."""
+            (TTA none and flip on the original labels, none on the audit-corrected ones; stored beside its run as
+            eval-val-*-fp16.json), and with `card` write `target`.md (`selection`: how the checkpoint was chosen, a
+        phrase for the card). `onnx`: also write `target`.onnx (float32, parity-checked against the shipped weights)
+    and `target`_int8.onnx (calibrated on training images), the int8 file evaluated too. Returns the paths written."""
     from facelib.infer import evaluate as run_evaluation
     from facelib.infer import load_checkpoint, model_from_checkpoint, save_evaluation
-    from facelib.outputs import atomic_path
 
     checkpoint, target = Path(checkpoint), Path(target)
     if target.suffix != ".pt":
@@ -92,19 +98,25 @@ def ship(
     with atomic_path(target) as tmp:
         torch.save(shipped, tmp)
     written = [target]
+    evaluated = [(target, tta, corrected) for tta, corrected in SHIPPED_EVALUATIONS]
+    if onnx:
+        fp32, _ = export_checkpoint(target, target.with_suffix(".onnx"))
+        batches = calibration_batches(onnx_metadata(fp32), data, CALIBRATION_IMAGES, out)
+        described = f"{len(batches)} training images of {calibration_source(data)} (percentile calibration)"
+        int8 = quantize_int8(fp32, target.with_name(target.stem + "_int8.onnx"), batches, described)
+        written += [fp32, int8]
+        evaluated.append((int8, "none", False))
     evaluations: dict[str, dict[str, Any]] = {}
     if evaluate:
-        for tta, corrected in SHIPPED_EVALUATIONS:
-            result = run_evaluation(target, data, "val", tta, corrected, out, device=device)
-            paths = save_evaluation(result, target, data, "val", out)
-            evaluations[paths[0].stem] = json.loads(paths[0].read_text())
+        for path, tta, corrected in evaluated:
+            result = run_evaluation(path, data, "val", tta, corrected, out, device="cpu" if path != target else device)
+            paths = save_evaluation(result, path, data, "val", out)
+            evaluations[paths[0].stem] = {**json.loads(paths[0].read_text()), "file": path.name}
             written += paths
     if card:
-        from facelib.outputs import write_text
-
         summary_file = Path(out) / "runs" / content["run_key"] / "summary.json"
         summary = json.loads(summary_file.read_text()) if summary_file.exists() else None
-        text = model_card(shipped, target, agreement, evaluations, summary, data, _is_synthetic(data))
+        text = model_card(shipped, target, agreement, evaluations, summary, data, _is_synthetic(data), selection)
         written.append(write_text(target.with_suffix(".md"), text))
     return written
 
@@ -137,10 +149,10 @@ def model_card(
     summary: dict[str, Any] | None,
     data: str | Path | None,
     synthetic: bool = False,
+    selection: str | None = None,
 ) -> str:
     """A short Markdown model card: what the model is, how it was trained, how it scores, how to use it."""
     from facelib.models import MODELS, PARAMETER_CAP, build_model, parameter_breakdown
-    from facelib.outputs import provenance
 
     config = content["config"]
     counts = parameter_breakdown(build_model(content["model"], **content["model_overrides"]))
@@ -162,6 +174,7 @@ def model_card(
         f"- file: weights stored as float16 ({size_mb:.1f} MB), run in float32; the fp16 weights pick the same "
         f"class as the fp32 checkpoint on {100 * agreement:.3f}% of pixels (two random inputs)",
         f"- from run `{content['run_key']}`, best checkpoint by validation mF1 at iteration {content['iteration']}",
+        *([f"- chosen as {selection}"] if selection else []),
         "",
         "## Training",
         f"- recipe: {config['iterations']} iterations of batch {config['batch_size']} at {config['crop_size']}px "
@@ -189,13 +202,21 @@ def model_card(
             "and mF1 count every class present in the ground truth or prediction, mFscore_ref drops classes "
             "never predicted, as the reference's tool did):",
             "",
-            "| evaluation | mIoU | mF1 | mFscore_ref | per-image F | aAcc |",
-            "|---|---|---|---|---|---|",
+            "| file | evaluation | mIoU | mF1 | mFscore_ref | per-image F | aAcc |",
+            "|---|---|---|---|---|---|---|",
         ]
         for scores in evaluations.values():
             labels = "audit-corrected labels" if scores["corrected_labels"] else "original labels"
-            lines.append(_scores_row(f"TTA {scores['tta']}, {labels}", scores))
-        plain = next((s for s in evaluations.values() if s["tta"] == "none" and not s["corrected_labels"]), None)
+            file = scores.get("file", target.name)
+            lines.append(_scores_row(f"`{file}` | TTA {scores['tta']}, {labels}", scores))
+        plain = next(
+            (
+                s
+                for s in evaluations.values()
+                if s["tta"] == "none" and not s["corrected_labels"] and s.get("file", target.name) == target.name
+            ),
+            None,
+        )
         if plain is not None:
             from facelib.profiles import REFERENCE_TABLE4, get_profile
 
@@ -219,7 +240,8 @@ def model_card(
     else:
         lines.append("Not evaluated (shipped with --no-eval).")
     is_default = target.resolve() == DEFAULT_MODEL.resolve()
-    predict = "facelib predict PHOTO..." + ("" if is_default else f" --checkpoint {target}")
+    predict = "facelib predict PHOTO..." + ("" if is_default else f" --checkpoint {shown_path(target)}")
+    fp32, int8 = target.with_suffix(".onnx"), target.with_name(target.stem + "_int8.onnx")
     licence = (
         "Trained and evaluated on facelib's synthetic faces: no dataset licence applies." if synthetic else LICENCE
     )
@@ -229,12 +251,19 @@ def model_card(
         f"- `{predict}`"
         + (" (this file is the default model)" if is_default else "")
         + " writes palette PNG masks; add `--overlay` for overlays, `--tta flip` for flip test-time augmentation",
-        f"- `facelib export {target} --onnx model.onnx [--int8]` for ONNX Runtime",
+        (
+            f"- ONNX Runtime: `{fp32.name}` (float32{', the default of `--backend onnx`' if is_default else ''}) and "
+            f"`{int8.name}` (int8) beside this file: `facelib predict PHOTO... --backend onnx"
+            + ("" if is_default else f" --checkpoint {shown_path(fp32)}")
+            + "`"
+            if fp32.exists() and int8.exists()
+            else f"- `facelib export {shown_path(target)} --onnx model.onnx [--int8]` for ONNX Runtime"
+        ),
         "",
         "## Data and licence",
         f"- {licence}",
         "",
-        provenance(str(_dataset_root(data)), command=None),
+        provenance(shown_path(_dataset_root(data)), command=None),
         "",
     ]
     return "\n".join(lines)

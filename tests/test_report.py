@@ -17,9 +17,10 @@ from facelib.cli import main
 from facelib.errors import ConfigError, ReportError
 from facelib.experiments import Run, ablation_table, widths_table
 from facelib.labels import CLASS_NAMES
+from facelib.losses import LOSS_PRESETS
 from facelib.profiles import AUGMENTATION_ROWS, LOSS_ROWS, PROFILES, get_profile
 from facelib.runner import NOTEBOOKS, default_notebooks_dir, run_report, select
-from facelib.train import TrainConfig
+from facelib.train import RUNTIME_FIELDS, TrainConfig, preset_config
 
 NOTEBOOK_DIR = default_notebooks_dir()
 
@@ -50,12 +51,31 @@ def test_notebook_folder_holds_exactly_the_series():
 def test_every_row_of_every_profile_is_a_valid_config(name):
     profile = get_profile(name)
     configs = [profile.config("augmentation", augment=a) for a in AUGMENTATION_ROWS]
-    configs += [profile.config("loss", loss=loss) for loss in LOSS_ROWS]
+    configs += [profile.config("loss", loss=loss) for loss in profile.losses]
     configs += [profile.config("comparison", model=m) for m in profile.models]
     assert all(isinstance(c, TrainConfig) for c in configs)
     assert len({c.to_dict()["augment"] for c in configs[: len(AUGMENTATION_ROWS)]}) == len(AUGMENTATION_ROWS)
     assert all(c.iterations // c.val_interval >= 4 for c in configs)  # four validation points to average
     assert profile.describe().startswith(f"**Profile `{name}`**")
+
+
+def test_cpu_profile_is_sized_as_promised_and_reuses_the_cpu_preset():
+    """Table 4 rows see 40k training samples with `facelib train cpu`'s recipe (so that command's run is the
+    LR-ASPP row), Tables 1-2 rows 12k; Table 2's rows are the reference's losses or their coarse twins."""
+    cpu = get_profile("cpu")
+    table4 = cpu.config("comparison", model="lraspp_mobilenetv3")
+    assert table4.iterations * table4.batch_size >= 40_000 and cpu.device == "cpu"
+    preset = preset_config("cpu", model="lraspp_mobilenetv3")
+    runtime = set(RUNTIME_FIELDS)
+    assert {k: v for k, v in table4.to_dict().items() if k not in runtime} == {
+        k: v for k, v in preset.to_dict().items() if k not in runtime
+    }
+    for table in ("augmentation", "loss"):
+        config = cpu.config(table)
+        assert config.iterations * config.batch_size >= 12_000 and config.iterations // config.val_interval >= 8
+    assert [row.removesuffix("_coarse4") for row in cpu.losses] == list(LOSS_ROWS)
+    assert all(LOSS_PRESETS[row].coarse_stride == (1 if row == "ce" else 4) for row in cpu.losses)
+    assert "Table 2 losses: `ce`, `wce_lovasz_coarse4`" in cpu.describe()
 
 
 def test_profiles_match_their_purpose():
@@ -65,7 +85,7 @@ def test_profiles_match_their_purpose():
     reference = full.config("comparison")
     assert (reference.batch_size, reference.iterations, reference.val_interval) == (8, 24_000, 500)
     assert {full.config("augmentation").iterations, full.config("loss").iterations} == {40_000, 80_000}
-    with pytest.raises(ConfigError, match="smoke, gpu-short, full"):
+    with pytest.raises(ConfigError, match="smoke, cpu, gpu-short, full"):
         get_profile("tiny")
 
 
@@ -141,7 +161,7 @@ def test_a_failing_notebook_is_named_with_its_cell_and_kept(tmp_path, synthetic_
 
 def test_cli_names_the_valid_profiles(capsys):
     assert main(["report", "--profile", "huge"]) == 2
-    assert "valid profiles: smoke, gpu-short, full" in capsys.readouterr().err
+    assert "valid profiles: smoke, cpu, gpu-short, full" in capsys.readouterr().err
 
 
 # --- the whole series, smoke profile ------------------------------------------------------------------

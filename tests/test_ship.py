@@ -28,7 +28,7 @@ def shipped(quick_run, synthetic_root, tmp_path_factory) -> dict[str, Path]:
     """The quick run's best checkpoint shipped by the CLI to a temporary folder."""
     target = tmp_path_factory.mktemp("shipped") / "model.pt"
     results = quick_run["base"] / "results"
-    code = main(["ship", str(Path(quick_run["checkpoint_dir"]) / "best.pt"), "--to", str(target),
+    code = main(["ship", str(Path(quick_run["checkpoint_dir"]) / "best.pt"), "--to", str(target), "--onnx",
                  "--data", str(synthetic_root), "--out", str(results), "--device", "cpu"])  # fmt: skip
     assert code == 0
     return {"target": target, "results": results, "run_dir": Path(quick_run["run_dir"])}
@@ -57,13 +57,28 @@ def test_shipped_file_is_evaluated_as_shipped_and_its_card_states_those_scores(s
         assert record["checkpoint"] == str(shipped["target"])
     plain = json.loads((shipped["run_dir"] / "eval-val-tta_none-fp16.json").read_text())
     card = shipped["target"].with_suffix(".md").read_text()
-    assert f"| TTA none, original labels | {plain['mIoU']:.2f} | {plain['mF1']:.2f} |" in card
+    assert f"| `model.pt` | TTA none, original labels | {plain['mIoU']:.2f} | {plain['mF1']:.2f} |" in card
+    int8 = json.loads((shipped["run_dir"] / "eval-val-tta_none-onnx_int8.json").read_text())
+    assert f"| `model_int8.onnx` | TTA none, original labels | {int8['mIoU']:.2f} |" in card
     assert "TTA flip, original labels" in card and "audit-corrected labels" in card
     assert "`fastscnn`" in card and "trained, " in card and "under)" in card
     assert f"{quick_run['config']['iterations']} iterations of batch {quick_run['config']['batch_size']}" in card
     assert "71.61" in card and "not above the reference" in card  # a 60-iteration synthetic run is not
     assert "synthetic faces" in card and f"--checkpoint {shipped['target']}" in card
     assert not list(shipped["target"].parent.glob(".*tmp*"))  # nothing half-written left behind
+
+
+def test_shipped_onnx_files_are_what_predict_uses_with_the_onnx_backend(shipped, synthetic_root, tmp_path, monkeypatch):
+    fp32, int8 = shipped["target"].with_suffix(".onnx"), shipped["target"].with_name("model_int8.onnx")
+    assert fp32.exists() and int8.exists() and int8.stat().st_size < fp32.stat().st_size
+    monkeypatch.delenv("FACELIB_MODEL", raising=False)
+    monkeypatch.setattr(ship_module, "DEFAULT_MODEL", shipped["target"])
+    assert default_model("onnx") == fp32 and default_model() == shipped["target"]
+    photo = sorted((synthetic_root / "test" / "images").iterdir())[0]
+    for backend in ("torch", "onnx"):
+        assert main(["predict", str(photo), "--backend", backend, "--out", str(tmp_path / backend)]) == 0
+    torch_mask, onnx_mask = (np.asarray(Image.open(tmp_path / b / f"{photo.stem}.png")) for b in ("torch", "onnx"))
+    assert (torch_mask == onnx_mask).mean() > 0.999
 
 
 def test_ship_refuses_what_it_should_not_ship(shipped, quick_run, tmp_path):
@@ -172,6 +187,11 @@ def test_runs_trains_a_table_row_scores_its_tta_and_ship_best_picks_it(tiny_prof
     best = ["ship", "--best", tiny_profile, "--to", str(target), "--no-eval", "--data", str(synthetic_root),
             "--out", str(results), "--checkpoints", str(checkpoints)]  # fmt: skip
     assert main(best) == 2  # bisenetv2_xs missing from the cache: the table is incomplete, nothing is chosen
+    assert main([*best, "--allow-missing"]) == 0  # unless asked to choose among the finished rows; the card says so
+    assert "rows `bisenetv2_xs` were not trained yet" in target.with_suffix(".md").read_text()
+    # a time limit that has run out: the missing row is left for next time, nothing trains, no error
+    assert main(["runs", "--table", "comparison", "--rows", "bisenetv2_xs", "--time-limit", "0", *common]) == 0
+    assert len(list((results / "runs").iterdir())) == 1
     assert main(["runs", "--table", "comparison", "--rows", "bisenetv2_xs", *common]) == 0
     assert main(best) == 0
     assert load_checkpoint(target)["run_key"] == run_dir.name  # bisenetv2_xs is over the cap

@@ -14,9 +14,10 @@ import pandas as pd
 import pytest
 import torch
 
-from facelib.errors import ConfigError
+from facelib.errors import ConfigError, RunBusyError
 from facelib.infer import load_checkpoint, model_from_checkpoint
-from facelib.train import TrainBatches, TrainConfig, lr_factor, preset_config, run_key, train
+from facelib.outputs import exclusive
+from facelib.train import TrainBatches, TrainConfig, identify, lr_factor, preset_config, run_key, train
 from tests.conftest import QUICK_RUN
 
 
@@ -120,6 +121,17 @@ def test_finished_run_is_reused_without_training(quick_run, monkeypatch):
     again = train(quick_run["config_object"], out=quick_run["base"] / "results",
                   checkpoints=quick_run["base"] / "checkpoints", progress=False)  # fmt: skip
     assert again["key"] == quick_run["key"] and again["best"] == quick_run["best"]
+
+
+def test_a_run_another_process_is_training_is_not_trained_twice(synthetic_root, tmp_path):
+    config = TrainConfig(data=str(synthetic_root), **{**QUICK_RUN, "iterations": 2, "val_interval": 2})
+    key = run_key(config, identify(config, tmp_path).fingerprint)
+    busy = rf"run {key} is already being worked on by process {os.getpid()} on "
+    with exclusive(tmp_path / "runs" / key, f"run {key}"), pytest.raises(RunBusyError, match=busy):
+        train(config, out=tmp_path, checkpoints=tmp_path / "ckpt", progress=False)  # as if another process held it
+    assert not (tmp_path / "runs" / key / "summary.json").exists()
+    done = train(config, out=tmp_path, checkpoints=tmp_path / "ckpt", progress=False)  # released: trains now
+    assert done["finished"] and (tmp_path / "runs" / key / ".lock").read_text() == ""
 
 
 def test_resumed_run_matches_an_uninterrupted_one(synthetic_root, tmp_path):
