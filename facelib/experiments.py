@@ -7,6 +7,7 @@ run's best checkpoint (by validation mF1), as the reference did.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import json
 import time
@@ -209,6 +210,27 @@ class Report:
             if load_checkpoint(path).get("run_key") == key:
                 return path
         return None
+
+    def inference_model(self) -> tuple[Run, Path, str]:
+        """The model notebook 05 shows, as (its run, the file, a sentence): the shipped default model
+        (RESULTS/models/facelib-best.pt, what `facelib predict` uses) when one of this profile's Table 4 runs
+        made it, else the best Table 4 run's best checkpoint."""
+        shipped = self.results / "models" / "facelib-best.pt"
+        if shipped.exists():
+            from facelib.infer import load_checkpoint
+
+            key, field = load_checkpoint(shipped).get("run_key"), TABLES["comparison"][0]
+            for label in table_rows(self.profile.name, "comparison"):
+                config = self.config("comparison", **{field: label})
+                if run_key(config, identify(config, self.results).fingerprint) == key:
+                    run = self.run("comparison", label, **{field: label})
+                    return run, shipped, (
+                        f"Model: the shipped `{shipped.name}` (what `facelib predict` uses without `--checkpoint`): "
+                        f"`{label}`, run `{key}`, fp16 weights of its best checkpoint."
+                    )  # fmt: skip
+        winner = best_run(self.table_rows("comparison", want_checkpoint=True))
+        checkpoint = self.checkpoint(winner)
+        return winner, checkpoint, f"Model: `{winner.label}` (run `{winner.key}`), the best of Table 4 by mF1."
 
     def checkpoint(self, run: Run) -> Path:
         """The best checkpoint of a run: from checkpoints/, else shipped weights; an error names both places."""
@@ -451,18 +473,21 @@ def best_run(runs: Sequence[Run]) -> Run:
     return max(eligible, key=lambda r: r.summary["best"]["mF1"])
 
 
-def tta_scores(report: Report, run: Run, tta: str) -> dict[str, float] | None:
-    """Validation scores of a run's best checkpoint under a TTA mode: read from the run folder when evaluated
-    before, else evaluated now (when the checkpoint is here) and stored there; None when neither."""
-    from facelib.infer import evaluate, save_evaluation
+def tta_scores(report: Report, run: Run, tta: str, checkpoint: Path | None = None) -> dict[str, float] | None:
+    """Validation scores of a run's best checkpoint (or of `checkpoint`, e.g. the run's shipped fp16 weights)
+    under a TTA mode: read from the run folder when evaluated before, else evaluated now (when the checkpoint
+    is here) and stored there; None when neither."""
+    from facelib.infer import evaluate, load_checkpoint, save_evaluation
 
-    stored = report.results / "runs" / run.key / f"eval-val-tta_{tta}.json"
+    if checkpoint is None:
+        with contextlib.suppress(ReportError):
+            checkpoint = report.checkpoint(run)
+    shipped = checkpoint is not None and load_checkpoint(checkpoint).get("weights_dtype") == "float16"
+    stored = report.results / "runs" / run.key / f"eval-val-tta_{tta}{'-fp16' if shipped else ''}.json"
     if stored.exists():
         content = json.loads(stored.read_text())
         return {name: content[name] for name in (*HEADLINE, "aAcc")}
-    try:
-        checkpoint = report.checkpoint(run)
-    except ReportError:
+    if checkpoint is None:
         return None
     result = evaluate(checkpoint, report.data, "val", tta, out=report.results, device=report.device)
     save_evaluation(result, checkpoint, report.data, "val", report.results)

@@ -16,7 +16,7 @@ from PIL import Image
 from facelib import ship as ship_module
 from facelib.cli import main
 from facelib.errors import ConfigError, DataError, ReportError
-from facelib.experiments import TABLES, Run, best_run, table_rows
+from facelib.experiments import TABLES, Report, Run, best_run, table_rows
 from facelib.infer import load_checkpoint, model_from_checkpoint
 from facelib.profiles import PROFILES
 from facelib.ship import DEFAULT_MODEL, default_model, half_checkpoint, ship
@@ -195,6 +195,13 @@ def test_runs_trains_a_table_row_scores_its_tta_and_ship_best_picks_it(tiny_prof
     assert main(["runs", "--table", "comparison", "--rows", "bisenetv2_xs", *common]) == 0
     assert main(best) == 0
     assert load_checkpoint(target)["run_key"] == run_dir.name  # bisenetv2_xs is over the cap
+    # notebook 05's model: the best run's checkpoint, or the shipped default model once that run made it
+    report = Report(tiny_profile, str(synthetic_root), "cpu", results, checkpoints, train_missing=False)
+    assert report.inference_model()[1] == checkpoints / run_dir.name / "best.pt"
+    shipped = results / "models" / "facelib-best.pt"
+    assert main([*best[:4], str(shipped), *best[5:]]) == 0
+    run, path, described = report.inference_model()
+    assert (run.key, path) == (run_dir.name, shipped) and "`facelib predict`" in described
 
 
 @pytest.mark.skipif(not DEFAULT_MODEL.exists(), reason="no model shipped yet (results/models/facelib-best.pt)")
