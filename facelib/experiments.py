@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from facelib.errors import ReportError
-from facelib.profiles import AUGMENTATION_ROWS, LOSS_ROWS, REFERENCE_TABLE4, get_profile
+from facelib.profiles import AUGMENTATION_ROWS, LOSS_ROWS, NOISE_SEED, REFERENCE_TABLE4, get_profile
 from facelib.train import TrainConfig, identify, run_key, train
 
 # smp and timm import tqdm.auto, which warns in a notebook kernel without ipywidgets; facelib draws no widget bars.
@@ -73,6 +73,72 @@ class Run:
         return float(values.iloc[-points:].mean() - values.iloc[-2 * points : -points].mean())
 
 
+@dataclass(frozen=True)
+class Noise:
+    """Run-to-run noise of a table, measured: one row trained with two seeds, and how far apart its headline
+    metrics landed. A difference between rows no larger than that is not a finding."""
+
+    row: str
+    spread: dict[str, float]  # per headline metric: |seed 0 - seed NOISE_SEED|, in points
+    original: Run
+    repeat: Run
+
+    def note(self) -> str:
+        values = ", ".join(f"{self.spread[m]:.2f} {m}" for m in HEADLINE)
+        return (
+            f"Run-to-run noise: row `{self.row}` trained again with seed {NOISE_SEED} (runs {self.original.key}, "
+            f"{self.repeat.key}) lands {values} points away. A difference between rows no larger than that is "
+            "within noise."
+        )
+
+
+AUGMENTATION_COMPARISONS = (
+    ("flip_swap", "flip"), ("flip_swap", "baseline"), ("geometric", "baseline"), ("photometric", "baseline"),
+    ("full", "baseline"),
+)  # fmt: skip
+LOSS_COMPARISONS = (
+    ("wce_lovasz", "ce"),
+    ("wce_lovasz_aux08", "wce_lovasz"),
+    ("wce_dice", "ce"),
+    ("wce_lovasz_dice", "ce"),
+)
+"""The comparisons the reference's Tables 1 and 2 were made for (Table 2's by the reference's row names; a profile
+whose rows are their `_coarse4` twins compares those)."""
+
+
+def compare(frame: pd.DataFrame, a: str, b: str, metric: str, noise: Noise, column: str | None = None) -> str:
+    """One comparison in words: the difference, and whether it exceeds the measured noise."""
+    difference = float(frame.loc[a, column or metric] - frame.loc[b, column or metric])
+    spread = noise.spread[metric]
+    verdict = (
+        f"larger than the seed spread ({spread:.2f}): `{a if difference > 0 else b}` is ahead"
+        if abs(difference) > spread
+        else f"within noise (seed spread {spread:.2f})"
+    )
+    return f"`{a}` vs `{b}`: {difference:+.2f} {metric}, {verdict}."
+
+
+def leader(frame: pd.DataFrame, metric: str, noise: Noise, column: str | None = None) -> str:
+    """Which row leads, said only when it leads every other row by more than the measured noise."""
+    values = frame[column or metric].dropna().sort_values(ascending=False)
+    if len(values) < 2:
+        return "Fewer than two rows: nothing to rank."
+    gap, spread = float(values.iloc[0] - values.iloc[1]), noise.spread[metric]
+    if gap > spread:
+        return f"`{values.index[0]}` leads every other row by more than the seed spread ({gap:.2f} > {spread:.2f} {metric})."
+    return (
+        f"No row leads: the top two (`{values.index[0]}`, `{values.index[1]}`) are {gap:.2f} {metric} apart, within "
+        f"noise (seed spread {spread:.2f})."
+    )
+
+
+def findings(frame: pd.DataFrame, pairs: Sequence[tuple[str, str]], noise: Noise, metric: str = "mF1",
+             column: str | None = None) -> str:  # fmt: skip
+    """The table's comparisons and its leader as a Markdown list, each measured against the noise."""
+    lines = [compare(frame, a, b, metric, noise, column) for a, b in pairs if a in frame.index and b in frame.index]
+    return "\n".join(f"- {line}" for line in [*lines, leader(frame, metric, noise, column)])
+
+
 def table_rows(profile: str, table: str) -> tuple[str, ...]:
     """The row labels of a table in a profile (see TABLES)."""
     if table not in TABLES:
@@ -103,18 +169,27 @@ def row_runs(
     def rows() -> Iterator[tuple[Run, dict[str, Any]]]:
         for label in labels:
             (run,) = report.table_rows(table, [label], want_checkpoint=bool(tta))
-            best = run.summary["best"]
-            line = {"table": table, "row": run.label, "key": run.key, "iterations": run.config.iterations,
-                    "batch": run.config.batch_size, "train s": run.summary["train_wall_s"],
-                    "images/s": run.summary["images_per_s"], "best at": best["iteration"],
-                    **{name: best[name] for name in HEADLINE}}  # fmt: skip
+            line = _summary_line(table, run)
             for mode in tta:
                 scores = tta_scores(report, run, mode)
                 line[f"mIoU tta_{mode}"] = None if scores is None else scores["mIoU"]
                 line[f"mF1 tta_{mode}"] = None if scores is None else scores["mF1"]
             yield run, line
+        repeated = report.profile.noise_rows.get(table)
+        if repeated in labels:  # the noise row's second seed, after the rows
+            field, _, fixed = TABLES[table]
+            run = report.run(table, f"{repeated} (seed {NOISE_SEED})", **{field: repeated, **fixed, "seed": NOISE_SEED})
+            yield run, _summary_line(table, run)
 
     return rows()
+
+
+def _summary_line(table: str, run: Run) -> dict[str, Any]:
+    best = run.summary["best"]
+    return {"table": table, "row": run.label, "key": run.key, "iterations": run.config.iterations,
+            "batch": run.config.batch_size, "train s": run.summary["train_wall_s"],
+            "images/s": run.summary["images_per_s"], "best at": best["iteration"],
+            **{name: best[name] for name in HEADLINE}}  # fmt: skip
 
 
 class TimeLimitReached(ReportError):
@@ -270,6 +345,32 @@ class Report:
         field, _, fixed = TABLES[table]
         return self.table_runs(table, field, chosen, want_checkpoint=want_checkpoint, **fixed)
 
+    def comparisons(self, table: str) -> tuple[tuple[str, str], ...]:
+        """The pairs of rows a table was made to compare, named as this profile names its rows."""
+        if table == "augmentation":
+            return AUGMENTATION_COMPARISONS
+        if table == "loss":
+            named = dict(zip(LOSS_ROWS, self.profile.losses, strict=True))
+            return tuple((named[a], named[b]) for a, b in LOSS_COMPARISONS)
+        return ()
+
+    def noise(self, table: str, runs: Sequence[Run]) -> Noise | None:
+        """The table's noise: its profile's noise row trained again with seed NOISE_SEED (found in the run cache
+        or trained now), against that row among `runs`; Tables 1-2 compare the final-validation means, Table 4
+        the best checkpoints. None when the profile repeats no row of the table or `runs` lacks it."""
+        row = self.profile.noise_rows.get(table)
+        original = next((run for run in runs if run.label == row), None)
+        if original is None:
+            return None
+        field, _, fixed = TABLES[table]
+        repeat = self.run(table, f"{row} (seed {NOISE_SEED})", **{field: row, **fixed, "seed": NOISE_SEED})
+
+        def scores(run: Run) -> dict[str, float]:
+            return run.final_mean() if table != "comparison" else {m: run.summary["best"][m] for m in HEADLINE}
+
+        a, b = scores(original), scores(repeat)
+        return Noise(row, {m: abs(a[m] - b[m]) for m in HEADLINE}, original, repeat)
+
     def finished_rows(self, table: str) -> tuple[list[Run], list[str]]:
         """The table's rows whose runs are finished in the run cache (never training), and the labels of the
         rows that are not there yet: for choosing among what exists while the rest still trains."""
@@ -307,15 +408,14 @@ class Report:
         parts.append(provenance(data, command=command))
         return " ".join(parts)
 
-    def table(
-        self, frame: pd.DataFrame, name: str, title: str, runs: Sequence[Run] = (), explain: str = ""
-    ) -> pd.DataFrame:
-        """Write `tables/NAME.csv` and `.md` (title, table, explanation, provenance); return the frame to show."""
+    def table(self, frame: pd.DataFrame, name: str, title: str, runs: Sequence[Run] = (), explain: str = ""):
+        """Write `tables/NAME.csv` and `.md` (title, table, explanation, provenance); return the table styled
+        for display (`styled`)."""
         from facelib.outputs import write_table
 
         note = (explain + "\n\n" if explain else "") + self.note(runs)
         write_table(frame, self.out / "tables" / name, title, note, ".2f")
-        return frame
+        return styled(frame)
 
     def figure(self, figure, name: str, photo: bool = False):
         """Save `figures/NAME.png` (`.jpg` when `photo`: grids of photographs compress 6x better) and return it
@@ -328,16 +428,34 @@ class Report:
         return Image(filename=str(path))
 
     def describe(self) -> str:
-        data = f"data `{self.dataset.root}` ({self.dataset.name}, {len(self.dataset.samples)} pairs)"
-        return f"{self.profile.describe()}\n- {data}; device for missing runs: `{self.device}`"
+        """The profile, then this page's parameters (the notebook's only parameters block a reader sees)."""
+        from facelib.outputs import shown_path
+
+        data = f"`{shown_path(self.dataset.root)}` ({self.dataset.name}, {len(self.dataset.samples)} pairs)"
+        trains = "yes" if self.train_missing else "no (cached runs only)"
+        return (
+            f"{self.profile.describe()}\n\n**Parameters of this page**: data {data}; device for missing runs "
+            f"`{self.device}`; run cache `{shown_path(self.results / 'runs')}`; may train missing runs: {trains}."
+        )
 
 
 # --- tables --------------------------------------------------------------------------------------------
 
 
-def ablation_table(runs: Sequence[Run], row_name: str) -> pd.DataFrame:
+def overfitting(trend: float | None, noise: Noise | None) -> str:
+    """The reference's Overfitting column, said only beyond the noise: `yes` when validation mF1 fell by more
+    than the seed spread at the end, `no` when it rose by more, else `within noise` (`n/a`: too few points)."""
+    if trend is None:
+        return "n/a"
+    if noise is None:
+        return "yes" if trend < 0 else "no"
+    spread = noise.spread["mF1"]
+    return "yes" if trend < -spread else "no" if trend > spread else "within noise"
+
+
+def ablation_table(runs: Sequence[Run], row_name: str, noise: Noise | None = None) -> pd.DataFrame:
     """Tables 1-2: per row the iterations, the mean of the final four validations of each headline metric,
-    the best single validation, and whether validation was still improving at the end."""
+    the best single validation, and whether validation was still improving at the end (against `noise`)."""
     rows = []
     for run in runs:
         final, trend = run.final_mean(), run.trend()
@@ -353,8 +471,7 @@ def ablation_table(runs: Sequence[Run], row_name: str) -> pd.DataFrame:
                 "best mF1": float(best["mF1"]),
                 "best at": int(best["iteration"]),
                 "trend mF1": trend,
-                "overfitting": "n/a" if trend is None else ("yes" if trend < 0 else "no"),
-                "reference": None,
+                "overfitting": overfitting(trend, noise),
                 "train s": run.summary["train_wall_s"],
             }
         )
@@ -362,13 +479,14 @@ def ablation_table(runs: Sequence[Run], row_name: str) -> pd.DataFrame:
 
 
 ABLATION_EXPLAIN = (
-    f"Metrics are the mean of the final {FINAL_POINTS} validation points of each run (as the reference "
+    f"Metrics (%) are the mean of the final {FINAL_POINTS} validation points of each run (as the reference "
     "averaged them). mF1 is honest (a class in the ground truth that is never predicted counts as 0); "
     "mFscore_ref is the reference's tool's figure, which drops such classes. `trend mF1`: mean mF1 of the final "
-    f"{FINAL_POINTS} validations minus that of the {FINAL_POINTS} before; `overfitting` is `yes` when that is "
-    "negative (validation got worse while training went on: the reference's Overfitting column, defined here "
-    f"this way because its own definition is not given), `n/a` with fewer than {2 * FINAL_POINTS} validations. "
-    "`reference`: the reference's figure for the row; its Table 1-2 figures were not available to this project."
+    f"{FINAL_POINTS} validations minus that of the {FINAL_POINTS} before, in points; `overfitting` is `yes` when "
+    "that fell by more than the seed spread (validation got worse while training went on: the reference's "
+    "Overfitting column, defined here this way because its own definition is not given), `no` when it rose by "
+    f"more, `within noise` otherwise, `n/a` with fewer than {2 * FINAL_POINTS} validations. The reference's "
+    "per-row figures for Tables 1-2 were not available to this project."
 )
 
 
@@ -412,6 +530,34 @@ def comparison_table(
             }
         )
     return pd.DataFrame(rows).set_index("model")
+
+
+ACCURACY_COLUMNS = ("iterations", "batch", "best at", *HEADLINE, "aAcc", "mIoU flip-TTA", "mF1 flip-TTA",
+                    "reference mIoU", "reference mFscore")  # fmt: skip
+"""Table 4 is shown in two parts that fit a page: accuracy (these columns) and cost (the rest)."""
+
+
+def split_comparison(table4: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Table 4's accuracy part and its cost part (size, speed, training time), for display."""
+    accuracy = [c for c in ACCURACY_COLUMNS if c in table4.columns]
+    return table4[accuracy], table4[[c for c in table4.columns if c not in accuracy]]
+
+
+PERCENT = ("mIoU", "mF1", "mFscore", "per_image_F", "aAcc", "best mF1", "reference m")
+
+
+def styled(frame: pd.DataFrame):
+    """A table as a reader sees it: units in the headers (% for scores, points for differences), thousands
+    separators, two decimals, "–" for a missing value (a pandas Styler; the CSV keeps the raw frame)."""
+
+    def header(column: str) -> str:
+        if column.startswith("trend ") or column == "seed spread":
+            return f"{column} (pts)"
+        if column.startswith(PERCENT) or column.endswith((" IoU", " F1")):
+            return f"{column} (%)"
+        return column
+
+    return frame.rename(columns=header).style.format(precision=2, thousands=",", na_rep="–")
 
 
 def per_class_table(runs: Sequence[Run]) -> pd.DataFrame:
@@ -471,6 +617,18 @@ def best_run(runs: Sequence[Run]) -> Run:
     if not eligible:
         raise ReportError(f"no run under the parameter cap among {', '.join(run.label for run in runs)}")
     return max(eligible, key=lambda r: r.summary["best"]["mF1"])
+
+
+def against_reference(run: Run) -> str:
+    """A sentence putting a run's best checkpoint beside the reference's best model under the cap."""
+    best, ref, full = run.summary["best"], REFERENCE_TABLE4["bisenetv2_xs"], get_profile("full").config("comparison")
+    return (
+        f"Best under the cap here by mF1: `{run.label}`, mIoU {best['mIoU']:.2f}, honest mF1 {best['mF1']:.2f} "
+        f"(reference-style mFscore {best['mFscore_ref']:.2f}) after {run.config.iterations:,} iterations of batch "
+        f"{run.config.batch_size} at {run.config.crop_size} px; the reference's best under the cap, BiSeNetV2-XS, "
+        f"reached {ref['mIoU']} mIoU and an {ref['mFscore']} mFscore after {full.iterations:,} iterations of batch "
+        f"{full.batch_size} at {full.crop_size} px."
+    )
 
 
 def tta_scores(report: Report, run: Run, tta: str, checkpoint: Path | None = None) -> dict[str, float] | None:

@@ -106,17 +106,17 @@ def confusion_figure(confusion: np.ndarray, title: str):
     confusion = np.asarray(confusion, dtype=np.float64)
     rows = confusion.sum(1, keepdims=True)
     share = np.divide(100 * confusion, rows, out=np.zeros_like(confusion), where=rows > 0)
-    figure, axis = plt.subplots(figsize=(8, 7))
+    figure, axis = plt.subplots(figsize=(12, 10.5))  # 19 cells a side: numbers readable on a 1280 px page
     image = axis.imshow(share, cmap="Blues", vmin=0, vmax=100)
     n = len(confusion)
-    axis.set_xticks(range(n), CLASS_NAMES[:n], rotation=90, fontsize=7)
-    axis.set_yticks(range(n), CLASS_NAMES[:n], fontsize=7)
+    axis.set_xticks(range(n), CLASS_NAMES[:n], rotation=90, fontsize=11)
+    axis.set_yticks(range(n), CLASS_NAMES[:n], fontsize=11)
     axis.set(xlabel="predicted", ylabel="ground truth", title=title)
     for i in range(n):
         for j in range(n):
             if share[i, j] >= 1:
                 colour = "white" if share[i, j] > 60 else "black"
-                axis.text(j, i, f"{share[i, j]:.0f}", ha="center", va="center", fontsize=5, color=colour)
+                axis.text(j, i, f"{share[i, j]:.0f}", ha="center", va="center", fontsize=10, color=colour)
     figure.colorbar(image, ax=axis, fraction=0.046, label="% of the row's pixels")
     figure.tight_layout()
     return figure
@@ -142,14 +142,18 @@ def prediction_grid(
     predictions: Mapping[str, Sequence[np.ndarray]],
     truth: Sequence[np.ndarray] | None = None,
     titles: Sequence[str] = (),
+    overlays: bool = False,
 ):
-    """Columns: images; rows: photo, ground truth (if any), then each prediction as a mask over the photo."""
+    """Columns: images; rows: photo, ground truth (if any), then each prediction, every mask drawn the same
+    way so they compare cell by cell: in the palette's colours, or over the photo with `overlays`."""
+
+    def draw(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        return _thumb(overlay(image, mask)) if overlays else _thumb(colorize(mask), nearest=True)
+
     cells, names = [[_thumb(i) for i in images]], ["photo"]
-    if truth is not None:
-        cells.append([_thumb(colorize(m), nearest=True) for m in truth])
-        names.append("ground truth")
-    for name, masks in predictions.items():
-        cells.append([_thumb(overlay(i, m)) for i, m in zip(images, masks, strict=True)])
+    rows = ({"ground truth": truth} if truth is not None else {}) | dict(predictions)
+    for name, masks in rows.items():
+        cells.append([draw(i, m) for i, m in zip(images, masks, strict=True)])
         names.append(name)
     return _grid(cells, names, titles)
 

@@ -322,7 +322,7 @@ def save_evaluation(
     a per-class table, each with its provenance (checkpoint, data, labels, commit, machine, date)."""
     import json
 
-    from facelib.outputs import provenance, shown_path, write_table, write_text
+    from facelib.outputs import provenance, shown_path, shown_paths, write_table, write_text
 
     checkpoint = Path(checkpoint)
     content, _, _ = load_model(checkpoint)
@@ -338,7 +338,7 @@ def save_evaluation(
         provenance(f"{data or 'default'} ({split} split, {labels} labels)") + f" Checkpoint {shown_path(checkpoint)}."
     )
     record = {"checkpoint": shown_path(checkpoint), "split": split, **result.to_dict(), "provenance": note}
-    written = [write_text(folder / f"{variant}.json", json.dumps(record, indent=1) + "\n")]
+    written = [write_text(folder / f"{variant}.json", shown_paths(json.dumps(record, indent=1)) + "\n")]
     written += write_table(result.per_class(), folder / f"{variant}_per_class", f"Per-class scores: {key}", note)
     return written
 

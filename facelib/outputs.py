@@ -8,6 +8,7 @@ import datetime
 import fcntl
 import os
 import platform
+import re
 import subprocess
 import sys
 import tempfile
@@ -146,13 +147,28 @@ def machine() -> str:
 REPOSITORY = Path(__file__).resolve().parents[1]
 
 
+ABSOLUTE_PATH = re.compile(r"(?<![\w:/.~<-])/(?:[\w.@+-]+/)+[\w.@+-]+")
+"""An absolute POSIX path of at least two parts inside text (not a URL's path, a relative or ~ path, or an
+HTML closing tag)."""
+
+
 def shown_path(path: str | Path) -> str:
-    """A path as records show it: relative to the repository when inside it (so no machine's absolute path
-    ends up in committed results), else as given."""
-    try:
-        return str(Path(path).resolve().relative_to(REPOSITORY))
-    except ValueError:
+    """A path as records show it, never a machine's absolute path: relative to the repository when inside it,
+    ~/... when inside the home folder, else relative to the repository (../shared/data/...). Relative paths
+    stay as given."""
+    if not Path(path).is_absolute():
         return str(path)
+    resolved = Path(path).resolve()
+    with contextlib.suppress(ValueError):
+        return str(resolved.relative_to(REPOSITORY))
+    with contextlib.suppress(ValueError, RuntimeError):
+        return f"~/{resolved.relative_to(Path.home())}"
+    return os.path.relpath(resolved, REPOSITORY)
+
+
+def shown_paths(text: str) -> str:
+    """`text` with every absolute path in it written as `shown_path` writes it (for records and notes)."""
+    return ABSOLUTE_PATH.sub(lambda match: shown_path(match.group()), text)
 
 
 def provenance(data: str, command: str | None = None) -> str:
@@ -161,7 +177,7 @@ def provenance(data: str, command: str | None = None) -> str:
         is_cli = Path(sys.argv[0]).name == "facelib" or Path(sys.argv[0]).parts[-2:] == ("facelib", "__main__.py")
         command = " ".join(["facelib", *sys.argv[1:]]) if is_cli else "facelib (library call)"
     date = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
-    return f"Made by `{command}` on data `{data}`, commit {commit()}, {machine()}, {date}."
+    return shown_paths(f"Made by `{command}` on data `{data}`, commit {commit()}, {machine()}, {date}.")
 
 
 def save_figure(figure, target: str | Path, dpi: int = 120) -> Path:

@@ -36,7 +36,7 @@ from torch import nn
 
 from facelib.errors import ConfigError
 from facelib.labels import CLASS_NAMES, NUM_CLASSES
-from facelib.outputs import atomic_path, exclusive
+from facelib.outputs import atomic_path, exclusive, shown_paths, write_text
 
 RUNTIME_FIELDS = ("data", "device", "workers", "compile", "channels_last", "threads", "keep_memory")
 """How and where a run happens, not what it computes: left out of the run key."""
@@ -317,9 +317,8 @@ def lr_factor(config: TrainConfig, iteration: int) -> float:
 
 
 def _write_json(path: Path, content: Any) -> None:
-    from facelib.outputs import write_text
-
-    write_text(path, json.dumps(content, indent=1, default=_plain) + "\n")
+    """A run record (committed): paths in it are written relative (`shown_paths`), never as this machine's."""
+    write_text(path, shown_paths(json.dumps(content, indent=1, default=_plain)) + "\n")
 
 
 def _plain(value: Any) -> Any:
@@ -709,7 +708,6 @@ def _train_run(
         _write_json(paths.summary if summary["finished"] else paths.run_dir / "progress.json", summary)
         if summary["finished"]:
             (paths.run_dir / "progress.json").unlink(missing_ok=True)
-            from facelib.outputs import write_text
 
             write_text(paths.run_dir / "README.md", _run_readme(summary))
     procs.barrier()

@@ -15,7 +15,17 @@ import pytest
 
 from facelib.cli import main
 from facelib.errors import ConfigError, ReportError
-from facelib.experiments import Run, ablation_table, widths_table
+from facelib.experiments import (
+    Noise,
+    Run,
+    ablation_table,
+    compare,
+    findings,
+    leader,
+    overfitting,
+    styled,
+    widths_table,
+)
 from facelib.labels import CLASS_NAMES
 from facelib.losses import LOSS_PRESETS
 from facelib.profiles import AUGMENTATION_ROWS, LOSS_ROWS, PROFILES, get_profile
@@ -123,6 +133,33 @@ def test_ablation_table_averages_the_final_four_and_flags_falling_validation():
     assert table.loc["rising", "overfitting"] == "no" and table.loc["rising", "trend mF1"] == pytest.approx(40)
     assert table.loc["falling", "overfitting"] == "yes" and table.loc["falling", "best at"] == 20
     assert table.loc["short", "overfitting"] == "n/a" and table.loc["short", "val_points"] == 5
+    # against measured noise: a fall or rise no larger than the seed spread is not called either way
+    noise = Noise("rising", {"mIoU": 1.0, "mF1": 45.0, "mFscore_ref": 1.0, "per_image_F": 1.0}, rising, rising)
+    judged = ablation_table([rising, falling], "row", noise)
+    assert list(judged["overfitting"]) == ["within noise", "within noise"]
+    assert overfitting(-46.0, noise) == "yes" and overfitting(46.0, noise) == "no" and overfitting(None, noise) == "n/a"
+
+
+def test_findings_are_stated_only_beyond_the_measured_noise():
+    frame = pd.DataFrame({"mF1": [60.0, 59.5, 50.0]}, index=["a", "b", "c"])
+    run = _fake_run("a", [1, 2, 3, 4])
+    noise = Noise("a", {"mIoU": 1.0, "mF1": 1.0, "mFscore_ref": 1.0, "per_image_F": 1.0}, run, run)
+    assert compare(frame, "a", "b", "mF1", noise) == "`a` vs `b`: +0.50 mF1, within noise (seed spread 1.00)."
+    assert "larger than the seed spread (1.00): `a` is ahead" in compare(frame, "a", "c", "mF1", noise)
+    assert "`b` is ahead" in compare(frame, "c", "b", "mF1", noise)
+    assert leader(frame, "mF1", noise).startswith("No row leads: the top two (`a`, `b`) are 0.50 mF1 apart")
+    assert leader(frame.drop("b"), "mF1", noise).startswith("`a` leads every other row by more than the seed spread")
+    text = findings(frame, [("a", "b"), ("a", "missing")], noise)
+    assert text.count("\n- ") == 1 and "within noise" in text  # unknown rows are skipped, the leader is stated
+    assert "trained again with seed 1" in noise.note()
+
+
+def test_styled_tables_show_units_separators_and_dashes():
+    frame = pd.DataFrame({"mIoU": [55.123, None], "params": [1234567, 2], "trend mF1": [0.5, -1.0],
+                          "role": ["a", None]}, index=["x", "y"])  # fmt: skip
+    page = styled(frame).to_html()
+    assert "mIoU (%)" in page and "trend mF1 (pts)" in page and "1,234,567" in page and "55.12" in page
+    assert "NaN" not in page and "None" not in page and page.count("–") == 2
 
 
 def test_bisenetv2_widths_table_counts_parameters():
@@ -198,7 +235,7 @@ def test_smoke_tables_have_their_rows_and_columns(smoke):
     table1, table2 = _table(smoke, "table1_augmentation"), _table(smoke, "table2_loss")
     assert list(table1.index) == list(AUGMENTATION_ROWS) and list(table2.index) == list(LOSS_ROWS)
     for table in (table1, table2):
-        assert {f"{m} (final 4)" for m in HEADLINE} | {"iterations", "overfitting", "reference"} <= set(table.columns)
+        assert {f"{m} (final 4)" for m in HEADLINE} | {"iterations", "overfitting"} <= set(table.columns)
         assert (table["iterations"] == profile.config("loss").iterations).all()
         assert table[[f"{m} (final 4)" for m in HEADLINE]].notna().all().all()
     assert list(table2["decode:aux"]) == ["1:0.4", "1:0.4", "1:0.8", "1:0.4", "1:0.4"]
@@ -231,7 +268,11 @@ def test_smoke_pages_stand_alone_and_the_index_links_them(smoke):
         page = (smoke / "html" / f"{name}.html").read_text()
         assert page.count("data:image/") >= 1, f"{name}.html embeds no image"
         assert '<img src="' not in page.replace('<img src="data:', ""), f"{name}.html links an image file"
-        assert f'href="{name}.html"' in index
+        assert f'href="{name}.html"' in index and 'href="index.html"' in page
+        assert "jp-CodeMirrorEditor" not in page.split("</style>")[-1] and "Report(" not in page, (
+            f"{name}.html shows code"
+        )
+        assert page.count("<title>facelib: 0") == 1
         executed = nbformat.read(smoke / "notebooks" / f"{name}.ipynb", as_version=4)
         tags = [c.metadata.get("tags", []) for c in executed.cells]
         assert ["injected-parameters"] in tags and all(
@@ -247,3 +288,16 @@ def test_smoke_report_reuses_the_run_cache(smoke, smoke_data):
     run_report("smoke", smoke_data, "cpu", only="02", results=smoke.parent,
                checkpoints=smoke.parent.parent / "checkpoints", cached_only=True)  # fmt: skip
     pd.testing.assert_frame_equal(before, _table(smoke, "table1_augmentation"))
+
+
+def test_records_show_paths_relative_and_leave_markup_alone():
+    from facelib.outputs import REPOSITORY, shown_path, shown_paths
+
+    inside, home = REPOSITORY / "results" / "runs" / "k", Path.home() / ".cache" / "facelib" / "synthetic"
+    assert shown_path(inside) == "results/runs/k" and shown_path("data/x") == "data/x"
+    assert shown_path(home) == "~/.cache/facelib/synthetic"
+    text = f'<td>{inside}</td></style> and/or "{home}" https://example.org/a/b'
+    assert (
+        shown_paths(text)
+        == '<td>results/runs/k</td></style> and/or "~/.cache/facelib/synthetic" https://example.org/a/b'
+    )

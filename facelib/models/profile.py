@@ -81,12 +81,14 @@ def model_table(
     return pd.DataFrame(rows).set_index("model")
 
 
-def table_note(size: int, threads: int, repeats: int) -> str:
-    """What the columns of `model_table` mean, for the table's footer."""
+def table_note(size: int, threads: int, repeats: int, deployed_cap: bool = True) -> str:
+    """What the columns of `model_table` mean, for the table's footer (`deployed_cap`: the table has the
+    fits_cap_deployed column)."""
+    deployed = f"; fits_cap_deployed: params_deployed < {PARAMETER_CAP:,}" if deployed_cap else ""
     return (
         f"params: every trainable parameter, auxiliary heads included; params_deployed: backbone + decode head, "
         f"what inference runs and what the reference's tool (mmsegmentation get_flops) reports. fits_cap: params "
-        f"< {PARAMETER_CAP:,}; fits_cap_deployed: params_deployed < {PARAMETER_CAP:,}. gflops: torch.utils."
+        f"< {PARAMETER_CAP:,}{deployed}. gflops: torch.utils."
         f"flop_counter on 1x3x{size}x{size}, eval mode (2 FLOPs per multiply-accumulate; gmacs = gflops / 2 is "
         f"the unit mmsegmentation calls FLOPs). cpu_ms: median of {repeats} eval-mode forward passes at "
         f"{size}x{size}, batch 1, {threads} threads, PyTorch eager float32, untrained weights."
