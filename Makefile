@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install report test lint constraints clean
+.PHONY: install report test test-fast lint constraints clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -26,6 +26,10 @@ lint: install
 
 test: lint
 	$(BIN)/python -m pytest -q
+
+# The developer's loop: everything but the tests marked slow (under a minute on 2 cores).
+test-fast: install
+	$(BIN)/python -m pytest -q -m "not slow"
 
 constraints: install
 	{ head -2 constraints.txt; $(BIN)/pip freeze --exclude-editable | grep -vi '^facelib'; } > constraints.txt.new

@@ -24,9 +24,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from facelib.data import FaceDataset
+from facelib.data import FaceDataset, load_dataset
 from facelib.errors import DataError
-from facelib.labels import CLASS_NAMES, LEFT_RIGHT_PAIRS, SWAP_LEFT_RIGHT, read_mask, write_mask
+from facelib.labels import CLASS_NAMES, LEFT_RIGHT_PAIRS, correct_mask, read_mask, write_mask
+from facelib.outputs import provenance, save_figure, write_table
 
 MIN_PART_PIXELS = 20  # smaller fragments are annotation specks, not evidence
 PAIR_MARGIN = 0.1  # face widths; real reversed pairs are 0.2-1.2 face widths off
@@ -129,15 +130,6 @@ def audit(dataset: FaceDataset, workers: int = 4) -> AuditReport:
     return report
 
 
-def correct_mask(mask: np.ndarray, reversed_pairs: list[str]) -> np.ndarray:
-    """Swap the named pairs (e.g. ["l_eye/r_eye"]) back; other classes are untouched."""
-    table = np.arange(256, dtype=np.uint8)
-    for pair in reversed_pairs:
-        left, right = (CLASS_NAMES.index(n) for n in pair.split("/"))
-        table[left], table[right] = SWAP_LEFT_RIGHT[left], SWAP_LEFT_RIGHT[right]
-    return table[mask]
-
-
 def write_corrected_copy(dataset: FaceDataset, report: AuditReport, target: str | Path) -> tuple[Path, int]:
     """Copy the dataset to a new folder with the flagged pairs swapped back; the source is never touched.
 
@@ -198,3 +190,32 @@ def offsets_figure(report: AuditReport, title: str):
     figure.suptitle(f"Left/right label audit: {title}")
     figure.tight_layout()
     return figure
+
+
+def write_audit(data: str | Path | None, out: str | Path, corrected: str | Path | None = None) -> list[Path]:
+    """`facelib audit`: print the evidence, write its tables and figure, and optionally a corrected copy."""
+
+    dataset = load_dataset(data)
+    report = audit(dataset)
+    side = "the image's right" if report.convention > 0 else "the image's left (opposite to the documentation)"
+    print(f"convention: the person's left parts appear on {side} "
+          f"({report.agreeing} of {report.both_visible} pairs with both parts visible agree)")  # fmt: skip
+    flagged = report.flagged
+    for stem, items in flagged.items():
+        evidence = "; ".join(f"{e.pair} {e.method}: {e.offset_px:+.0f} px ({e.offset_face_widths:+.2f} face widths)"
+                             for e in items)  # fmt: skip
+        print(f"{stem}: reversed {evidence}")
+    print(f"{len(flagged)} of {len(dataset.samples)} masks have reversed left/right labels")
+    summary = report.summary()
+    print(summary.to_string(index=False))
+    tables, name = Path(out) / "tables", dataset.name
+    note = provenance(f"{dataset.root} ({len(dataset.samples)} pairs)")
+    title = f"Masks with reversed left/right labels ({name}): {len(flagged)} of {len(dataset.samples)}"
+    written = write_table(report.table(), tables / f"{name}_audit", title, note)
+    written += write_table(summary, tables / f"{name}_audit_summary", f"Left/right label audit by pair ({name})", note)
+    written.append(save_figure(offsets_figure(report, name), Path(out) / "figures" / f"{name}_audit_offsets.png"))
+    if corrected:
+        target, corrected = write_corrected_copy(dataset, report, corrected)
+        print(f"corrected copy: {target} ({corrected} masks corrected, source untouched)")
+        written.append(target)
+    return written

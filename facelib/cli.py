@@ -1,4 +1,5 @@
-"""The `facelib` command line: one subcommand per job, each a thin call into the library."""
+"""The `facelib` command line: one subcommand per job, each a thin call into the library. Handlers import the
+library modules they run inside the function (marked `# lazy`), so `facelib --help` never imports torch."""
 
 from __future__ import annotations
 
@@ -7,85 +8,34 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from facelib.config import BACKENDS, TRAIN_PRESETS, TTA_MODES, add_config_flags, config_from_flags
 from facelib.errors import ConfigError, DataError, ReportError, RunBusyError
 
 DATA_HELP = "dataset root (train/images + train/masks, or images/ + masks/); default: $FACELIB_DATA, else the built-in synthetic faces"
 
 
 def _stats(args: argparse.Namespace) -> list[Path]:
-    from facelib.data import load_dataset, load_or_make_split
-    from facelib.outputs import provenance, save_figure, write_table
-    from facelib.stats import class_frequency_figure, class_table, class_weights, normalization, rgb_table, scan
+    from facelib.stats import write_stats  # lazy: --help stays fast
 
-    dataset = load_dataset(args.data)
-    split, split_file = load_or_make_split(dataset, args.split, out=args.out, seed=args.seed)
-    print(f"dataset {dataset.name}: {len(dataset.samples)} pairs ({len(split.train)} train / {len(split.val)} val), "
-          f"{len(dataset.test_images)} test images, split {split_file}")  # fmt: skip
-    scanned = scan(dataset)
-    classes = class_table(scanned, split)
-    rgb = rgb_table(scanned, split.train + split.val)
-    weights = class_weights(scanned.class_pixels[scanned.rows(split.train)])
-    mean, std = normalization(scanned, split.train + split.val)
-    print(f"normalisation (exact global, train+val): mean {mean}, std {std}")
-    print(rgb.round(2).to_string(index=False))
-    print(classes[["freq_train", "freq_val", "presence_train", "presence_val"]].round(4).to_string())
-    tables, figures = Path(args.out) / "tables", Path(args.out) / "figures"
-    name, note = dataset.name, provenance(f"{dataset.root} ({len(dataset.samples)} pairs, split {split_file.name})")
-    rgb_note = f"Normalisation uses the global definition (see README). {note}"
-    written = [split_file]
-    written += write_table(
-        classes, tables / f"{name}_class_stats", f"Class pixel frequency and presence ({name})", note
-    )
-    written += write_table(rgb, tables / f"{name}_rgb_stats", f"RGB mean/std over train+val ({name})", rgb_note, ".2f")
-    written += write_table(
-        weights, tables / f"{name}_class_weights", f"Class weights from the train split ({name})", note
-    )
-    figure = class_frequency_figure(classes, f"Class frequency and presence: {name}")
-    written.append(save_figure(figure, figures / f"{name}_class_frequency.png"))
-    return written
+    return write_stats(args.data, args.split, args.out, args.seed)
 
 
 def _audit(args: argparse.Namespace) -> list[Path]:
-    from facelib.audit import audit, offsets_figure, write_corrected_copy
-    from facelib.data import load_dataset
-    from facelib.outputs import provenance, save_figure, write_table
+    from facelib.audit import write_audit  # lazy: --help stays fast
 
-    dataset = load_dataset(args.data)
-    report = audit(dataset)
-    side = "the image's right" if report.convention > 0 else "the image's left (opposite to the documentation)"
-    print(f"convention: the person's left parts appear on {side} "
-          f"({report.agreeing} of {report.both_visible} pairs with both parts visible agree)")  # fmt: skip
-    flagged = report.flagged
-    for stem, items in flagged.items():
-        evidence = "; ".join(f"{e.pair} {e.method}: {e.offset_px:+.0f} px ({e.offset_face_widths:+.2f} face widths)"
-                             for e in items)  # fmt: skip
-        print(f"{stem}: reversed {evidence}")
-    print(f"{len(flagged)} of {len(dataset.samples)} masks have reversed left/right labels")
-    summary = report.summary()
-    print(summary.to_string(index=False))
-    tables, name = Path(args.out) / "tables", dataset.name
-    note = provenance(f"{dataset.root} ({len(dataset.samples)} pairs)")
-    title = f"Masks with reversed left/right labels ({name}): {len(flagged)} of {len(dataset.samples)}"
-    written = write_table(report.table(), tables / f"{name}_audit", title, note)
-    written += write_table(summary, tables / f"{name}_audit_summary", f"Left/right label audit by pair ({name})", note)
-    written.append(save_figure(offsets_figure(report, name), Path(args.out) / "figures" / f"{name}_audit_offsets.png"))
-    if args.write_corrected:
-        target, corrected = write_corrected_copy(dataset, report, args.write_corrected)
-        print(f"corrected copy: {target} ({corrected} masks corrected, source untouched)")
-        written.append(target)
-    return written
+    return write_audit(args.data, args.out, args.write_corrected)
 
 
 def _synth(args: argparse.Namespace) -> list[Path]:
-    from facelib.synthetic import write_synthetic_dataset
+    from facelib.synthetic import write_synthetic_dataset  # lazy: --help stays fast
 
     return [write_synthetic_dataset(args.out, args.n_train, args.n_test, args.size, args.seed)]
 
 
 def _models(args: argparse.Namespace) -> list[Path]:
-    from facelib.models import MODELS, PARAMETER_CAP, model_spec
-    from facelib.models.profile import model_table, table_note
-    from facelib.outputs import provenance, write_table
+    from facelib.models import MODELS, PARAMETER_CAP, model_spec  # lazy: --help stays fast
+    from facelib.models.profile import model_table, table_note  # lazy: --help stays fast
+    from facelib.outputs import provenance, write_table  # lazy: --help stays fast
 
     names = [model_spec(name).name for name in args.only.split(",")] if args.only else list(MODELS)
     table = model_table(names, args.size, args.threads, args.repeats, latency=not args.no_latency)
@@ -102,35 +52,10 @@ def _models(args: argparse.Namespace) -> list[Path]:
     return write_table(table, Path(args.out) / "tables" / stem, title, note, ".4g")
 
 
-def _train_config(args: argparse.Namespace):
-    import json
-
-    from facelib.train import TrainConfig, preset_config
-
-    flags = {
-        "model": args.model, "loss": args.loss, "augment": args.augment, "iterations": args.iterations,
-        "batch_size": args.batch_size, "lr": args.lr, "weight_decay": args.weight_decay, "schedule": args.schedule,
-        "warmup_fraction": args.warmup_fraction, "val_interval": args.val_interval, "seed": args.seed,
-        "crop_size": args.crop_size, "device": args.device, "workers": args.workers, "data": args.data,
-        "corrected_labels": args.corrected_labels, "amp": args.amp, "compile": args.compile,
-        "channels_last": args.channels_last, "threads": args.threads, "keep_memory": args.keep_memory,
-    }  # fmt: skip
-    for option, key in ((args.overrides, "model_overrides"), (args.loss, "loss")):
-        if option and option.lstrip().startswith("{"):
-            try:
-                flags[key] = json.loads(option)
-            except json.JSONDecodeError as error:
-                raise ConfigError(f"--{key.split('_')[-1]} {option!r} is not valid JSON ({error})") from error
-        elif key == "model_overrides" and option:
-            raise ConfigError(f"--overrides takes a JSON object such as '{{\"decoder_channels\": 64}}', got {option!r}")
-    changes = {k: v for k, v in flags.items() if v is not None}
-    return preset_config(args.preset, **changes) if args.preset else TrainConfig(**changes)
-
-
 def _train(args: argparse.Namespace) -> list[Path]:
-    from facelib.train import train
+    from facelib.train import train  # lazy: --help stays fast
 
-    config = _train_config(args)
+    config = config_from_flags(args, args.preset)
     print("config: " + ", ".join(f"{k}={v}" for k, v in config.to_dict().items()))
     summary = train(
         config, out=args.out, checkpoints=args.checkpoints, stop_after=args.stop_after, time_limit_s=args.time_limit
@@ -156,7 +81,7 @@ def _checkpoint_path(value: str) -> Path:
 
 
 def _eval(args: argparse.Namespace) -> list[Path]:
-    from facelib.infer import evaluate, save_evaluation
+    from facelib.infer import evaluate, save_evaluation  # lazy: --help stays fast
 
     checkpoint = _checkpoint_path(args.checkpoint)
     result = evaluate(checkpoint, args.data, args.split, args.tta, args.corrected_labels, args.out, args.batch_size,
@@ -169,8 +94,8 @@ def _eval(args: argparse.Namespace) -> list[Path]:
 
 
 def _predict(args: argparse.Namespace) -> list[Path]:
-    from facelib.infer import predict
-    from facelib.ship import default_model
+    from facelib.infer import predict  # lazy: --help stays fast
+    from facelib.ship import default_model  # lazy: --help stays fast
 
     checkpoint = _checkpoint_path(args.checkpoint) if args.checkpoint else default_model(args.backend)
     if not args.checkpoint:
@@ -182,13 +107,8 @@ def _predict(args: argparse.Namespace) -> list[Path]:
 
 
 def _export(args: argparse.Namespace) -> list[Path]:
-    from facelib.export import (
-        calibration_batches,
-        calibration_source,
-        export_checkpoint,
-        onnx_metadata,
-        quantize_int8,
-    )  # fmt: skip
+    from facelib.checkpoint import onnx_metadata  # fmt: skip
+    from facelib.export import calibration_batches, calibration_source, export_checkpoint, quantize_int8  # lazy
 
     checkpoint = _checkpoint_path(args.checkpoint)
     target, parity = export_checkpoint(checkpoint, args.onnx, check=not args.no_check, fixed_shape=args.fixed_shape)
@@ -207,12 +127,13 @@ def _export(args: argparse.Namespace) -> list[Path]:
 
 
 def _ship(args: argparse.Namespace) -> list[Path]:
-    from facelib.ship import DEFAULT_MODEL, ship
+    from facelib.ship import DEFAULT_MODEL, ship  # lazy: --help stays fast
 
     if bool(args.checkpoint) == bool(args.best):
         raise ConfigError("name a checkpoint (file, run folder or run key) or --best PROFILE, not both or neither")
     if args.best:
-        from facelib.experiments import Report, best_run
+        from facelib.experiments import Report  # lazy: --help stays fast
+        from facelib.tables import best_run  # lazy: --help stays fast
 
         report = Report(args.best, args.data, args.device, args.out, args.checkpoints, train_missing=False)
         runs, missing = report.finished_rows("comparison")
@@ -240,45 +161,41 @@ def _ship(args: argparse.Namespace) -> list[Path]:
 
 
 def _runs(args: argparse.Namespace) -> list[Path]:
-    import pandas as pd
+    import pandas as pd  # lazy: --help stays fast
 
-    from facelib.experiments import Report, TimeLimitReached, round_frame, row_runs
+    from facelib.experiments import Report, TimeLimitReached, train_rows  # lazy: --help stays fast
+    from facelib.tables import round_frame  # lazy: --help stays fast
 
     report = Report(args.profile, args.data, args.device, args.out, args.checkpoints, "facelib runs",
                     train_missing=not args.cached_only, time_limit_s=args.time_limit)  # fmt: skip
-    tables = args.table.split(",")
-    only = args.rows.split(",") if args.rows else None
+    tables, only = args.table.split(","), args.rows.split(",") if args.rows else None
     if only and len(tables) > 1:
         raise ConfigError("--rows picks rows of one table; name a single --table with it")
-    modes = [m for m in args.tta.split(",") if m] if args.tta else []
-    pending = [row_runs(report, table, only, modes) for table in tables]  # every row checked before training
-    written, lines = [], []
+    modes = [m for m in args.tta.split(",") if m]
+    pack = Path(args.pack) if args.pack else None
     try:
-        for runs in pending:
-            for run, line in runs:
-                lines.append(line)
-                written += sorted(p for p in (Path(args.out) / "runs" / run.key).iterdir() if p.is_file())
+        lines, failed = train_rows(report, tables, only, modes, args.budget, pack, args.weights)
     except TimeLimitReached as stopped:
+        lines, failed = [], 0
         print(f"facelib runs: {stopped}")
     if lines:
         print(round_frame(pd.DataFrame(lines)).to_string(index=False))
-    return written
+    if failed:
+        raise ReportError(f"{failed} row(s) failed (their errors are printed above); the others are done")
+    return sorted(p for line in lines for p in (Path(args.out) / "runs" / line["key"]).iterdir() if p.is_file())
 
 
 def _bench(args: argparse.Namespace) -> list[Path]:
     import torch
 
-    from facelib.bench import INFER_BACKENDS, bench_cpu_levers, bench_infer, bench_train, write_bench
-    from facelib.infer import resolve_device
+    from facelib.bench import bench_cpu_levers, bench_train  # lazy: --help stays fast
+    from facelib.checkpoint import resolve_device  # lazy: --help stays fast
+    from facelib.latency import INFER_BACKENDS, bench_infer, write_bench  # lazy: --help stays fast
 
     if args.target == "train":
-        changes = {"model": args.model, "device": args.device, "crop_size": args.crop, "batch_size": args.batch,
-                   "workers": args.workers, "loss": args.loss, "augment": args.augment, "data": args.data,
-                   "amp": args.amp, "compile": args.compile}  # fmt: skip
-        from facelib.train import TrainConfig
-
-        models = args.model.split(",")
-        config = TrainConfig(**{k: v for k, v in {**changes, "model": models[0]}.items() if v is not None})
+        models = (args.model or "fastscnn").split(",")
+        args.model = models[0]
+        config = config_from_flags(args)
         levers = resolve_device(config.device).type == "cpu" and not args.stages
         if len(models) > 1 and not levers:
             raise ConfigError("several --model names make one CPU lever table; the stage table takes one model")
@@ -317,7 +234,7 @@ SHOWN_BENCH_COLUMNS = ("status", "images_per_s", "ms_per_batch", "median_ms", "p
 
 
 def _report(args: argparse.Namespace) -> list[Path]:
-    from facelib.runner import run_report
+    from facelib.runner import run_report  # lazy: --help stays fast
 
     out = run_report(args.profile, args.data, args.device, args.only, args.out, args.checkpoints, args.notebooks,
                      args.cached_only)  # fmt: skip
@@ -360,42 +277,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = commands.add_parser(
         "train", help="train a model (or resume it, or find it finished in the run cache)",
-        description="Train one run. PRESET (reference, cpu, cpu-quick) sets defaults, flags override them.",
+        description="Train one run. PRESET sets defaults (see facelib/config.py), flags override them.",
     )  # fmt: skip
-    train.add_argument("preset", nargs="?", help="training preset: reference (24k iterations, the reference recipe), "
-                       "cpu (5k iterations at 256 px, the recipe's fast CPU equivalent) or cpu-quick (128 px, 300 "
-                       "iterations); default: the TrainConfig defaults")  # fmt: skip
-    train.add_argument("--data", help=DATA_HELP)
-    train.add_argument("--model", help="registered model name (see `facelib models`)")
-    train.add_argument("--overrides", help="model overrides as JSON, e.g. '{\"decoder_channels\": 64}'")
-    train.add_argument(
-        "--loss",
-        help="loss preset (ce, wce_lovasz, wce_lovasz_aux08, wce_dice, wce_lovasz_dice, "
-        "wce_lovasz_dice_coarse4) or JSON",
-    )
-    train.add_argument(
-        "--augment", help="augmentation preset (baseline, flip_swap, flip, geometric, photometric, full)"
-    )
-    train.add_argument("--iterations", type=int)
-    train.add_argument("--batch-size", type=int, help="global batch size (split across torchrun processes)")
-    train.add_argument("--lr", type=float, help="AdamW peak learning rate")
-    train.add_argument("--weight-decay", type=float)
-    train.add_argument("--schedule", choices=["cosine", "poly"])
-    train.add_argument("--warmup-fraction", type=float)
-    train.add_argument("--val-interval", type=int)
-    train.add_argument("--seed", type=int)
-    train.add_argument("--crop-size", type=int, help="training crop and evaluation input side (multiple of 32)")
-    train.add_argument("--device", help="auto (default), cpu, cuda, cuda:1, ...")
-    train.add_argument("--workers", type=int, help="DataLoader workers per process (default: 0 on a CPU, 4 on CUDA)")
-    train.add_argument("--threads", type=int, help="CPU intra-op threads (default: torch's, one per core)")
-    train.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
-                       help="channels-last memory layout (default: on)")  # fmt: skip
-    train.add_argument("--keep-memory", action=argparse.BooleanOptionalAction, default=None,
-                       help="CPU: keep freed memory in the process instead of returning it (default: on)")  # fmt: skip
-    train.add_argument("--corrected-labels", action="store_true", default=None,
-                       help="train on the audit's corrected left/right labels")  # fmt: skip
-    train.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None, help="bf16 autocast on CUDA")
-    train.add_argument("--compile", action="store_true", default=None, help="torch.compile the model for training")
+    train.add_argument("preset", nargs="?", choices=list(TRAIN_PRESETS), help="training preset (default: the "
+                       "TrainConfig defaults)")  # fmt: skip
+    add_config_flags(train)  # one flag per TrainConfig field, its comment as the help
     train.add_argument("--stop-after", type=int, help="stop after this many iterations, leaving a resumable run")
     train.add_argument("--time-limit", type=float, help="stop at the first checkpoint after this many seconds")
     train.add_argument("--out", default="results", help="results folder (default: results)")
@@ -406,7 +292,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("checkpoint", help="a checkpoint file, a run folder, a run key, or an exported .onnx file")
     evaluate.add_argument("--data", help=DATA_HELP)
     evaluate.add_argument("--split", default="val", choices=["val", "train"])
-    evaluate.add_argument("--tta", default="none", choices=["none", "flip", "multiscale"])
+    evaluate.add_argument("--tta", default="none", choices=TTA_MODES)
     evaluate.add_argument("--corrected-labels", action="store_true", help="score against the audit-corrected labels")
     evaluate.add_argument("--batch-size", type=int, default=8)
     evaluate.add_argument("--device", default="auto")
@@ -420,9 +306,9 @@ def build_parser() -> argparse.ArgumentParser:
                          "$FACELIB_MODEL, else the shipped results/models/facelib-best.pt)")  # fmt: skip
     predict.add_argument("--out", default="predictions", help="output folder (default: predictions)")
     predict.add_argument("--overlay", action="store_true", help="also write OUT/overlays/STEM.jpg")
-    predict.add_argument("--tta", default="none", choices=["none", "flip", "multiscale"])
+    predict.add_argument("--tta", default="none", choices=TTA_MODES)
     predict.add_argument("--device", default="auto")
-    predict.add_argument("--backend", default="auto", choices=["auto", "torch", "onnx"],
+    predict.add_argument("--backend", default="auto", choices=BACKENDS,
                          help="torch (a .pt checkpoint) or onnx (an exported .onnx file, ONNX Runtime on the CPU); "
                          "auto (default): by the file's suffix")  # fmt: skip
     predict.set_defaults(run=_predict)
@@ -469,7 +355,7 @@ def build_parser() -> argparse.ArgumentParser:
     runs = commands.add_parser(
         "runs", help="train (or find in the run cache) every row of a report table, as its notebook does",
         description="The runs behind a report table for a profile, exactly as notebooks 02-04 define them "
-        "(facelib.experiments.TABLES): trained where missing, then optionally scored with test-time augmentation "
+        "(facelib.profiles.TABLES): trained where missing, then optionally scored with test-time augmentation "
         "(stored beside each run, where notebook 04 reads them). Meant for GPU leases: train here, assemble the "
         "report elsewhere with `facelib report --cached-only`.",
     )  # fmt: skip
@@ -483,6 +369,10 @@ def build_parser() -> argparse.ArgumentParser:
     runs.add_argument("--out", default="results", help="results root: run cache in OUT/runs (default: results)")
     runs.add_argument("--checkpoints", default="checkpoints", help="checkpoint folder (default: checkpoints)")
     runs.add_argument("--cached-only", action="store_true", help="never train: fail on a run missing from the cache")
+    runs.add_argument("--budget", type=float, help="seconds: start no row after this long")
+    runs.add_argument("--pack", metavar="DIR", help="after each row, pack the finished runs into DIR/runs.tar "
+                      "(with RESULTS/splits), for a machine lent for a few minutes")  # fmt: skip
+    runs.add_argument("--weights", action="store_true", help="with --pack: each run's best.pt as DIR/KEY.pt too")
     runs.add_argument("--time-limit", type=float, help="seconds: stop at the first checkpoint after this long (the "
                       "run resumes from it next time); rows not started by then are left for next time")  # fmt: skip
     runs.set_defaults(run=_runs)
@@ -490,26 +380,12 @@ def build_parser() -> argparse.ArgumentParser:
     bench = commands.add_parser("bench", help="measure speed: training throughput or inference latency")
     targets = bench.add_subparsers(dest="target", required=True, metavar="WHAT")
     bench_train = targets.add_parser("train", help="images/s of the data pipeline, the training step and the loop")
-    bench_train.add_argument("--model", default="fastscnn", help="registered model name (default: fastscnn); on a "
-                             "CPU a comma-separated list gives one lever table for them all")  # fmt: skip
-    bench_train.add_argument("--device", default="auto", help="auto (default), cpu, cuda")
-    bench_train.add_argument("--crop", type=int, default=512, help="training crop side (default: 512)")
-    bench_train.add_argument("--batch", type=int, default=16, help="batch size (default: 16)")
-    bench_train.add_argument("--workers", type=int, help="DataLoader workers (default: the TrainConfig default)")
-    bench_train.add_argument("--loss", help="loss preset (default: wce_lovasz_dice, the composite loss)")
-    bench_train.add_argument("--augment", help="augmentation preset (default: full)")
-    bench_train.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None, help="bf16 autocast on CUDA")
-    bench_train.add_argument(
-        "--compile",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="torch.compile the model (CPU lever table: --no-compile leaves its row out)",
-    )
+    add_config_flags(bench_train)  # the run being timed, as `facelib train` takes it (--crop, --batch: short forms)
+    bench_train.set_defaults(batch_size=16)
     bench_train.add_argument("--stages", action="store_true", help="on a CPU: the data/step/loop stage table "
                              "instead of the lever table (the stage table is what CUDA always gives)")  # fmt: skip
     bench_train.add_argument("--steps", type=int, default=20, help="timed batches per stage (default: 20)")
     bench_train.add_argument("--warmup", type=int, default=5, help="untimed batches first (default: 5)")
-    bench_train.add_argument("--data", help=DATA_HELP)
     bench_train.add_argument("--out", default="results", help="results folder: writes OUT/bench/ (default: results)")
     bench_infer = targets.add_parser("infer", help="CPU latency per backend: eager, compile, ONNX fp32 and int8")
     which = bench_infer.add_mutually_exclusive_group(required=True)

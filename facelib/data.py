@@ -18,11 +18,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageOps
 
+from facelib.augment import reseed
 from facelib.errors import DataError
-from facelib.labels import read_mask
+from facelib.labels import correct_mask, read_mask
 from facelib.outputs import write_text
+from facelib.synthetic import default_synthetic_root
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 DATA_ENV = "FACELIB_DATA"
@@ -61,8 +63,6 @@ def resolve_root(path: str | Path | None = None) -> Path:
         return Path(path).expanduser()
     if os.environ.get(DATA_ENV):
         return Path(os.environ[DATA_ENV]).expanduser()
-    from facelib.synthetic import default_synthetic_root
-
     return default_synthetic_root()
 
 
@@ -334,8 +334,6 @@ class SegmentationDataset(torch.utils.data.Dataset):
     def _read_mask(self, sample: Sample) -> np.ndarray:
         mask = DECODED.get(sample.mask, read_mask)
         if sample.stem in self.corrections:
-            from facelib.audit import correct_mask
-
             mask = correct_mask(mask, self.corrections[sample.stem])
         return mask
 
@@ -364,8 +362,6 @@ class SegmentationDataset(torch.utils.data.Dataset):
     def __getitem__(self, index: int | tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
         if isinstance(index, tuple):
             index, seed = index
-            from facelib.augment import reseed
-
             reseed(self.transform, seed)
         image, mask = self.load(index)
         if self.transform is not None and self.image_only:
@@ -383,3 +379,47 @@ def _writable(array: np.ndarray) -> np.ndarray:
     """Contiguous and writable (torch refuses read-only arrays, such as kept decoded files), copying only then."""
     array = np.ascontiguousarray(array)
     return array if array.flags.writeable else array.copy()
+
+
+def read_photo(path: str | Path) -> np.ndarray:
+    """Any photo as (H, W, 3) uint8 RGB: EXIF rotation applied; greyscale, palette, RGBA (alpha dropped),
+    16-bit and 32-bit integer images converted. Unreadable files raise DataError naming the file."""
+    try:
+        with Image.open(path) as image:
+            image.load()
+            image = ImageOps.exif_transpose(image)
+            if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
+                values = np.asarray(image, dtype=np.float64)
+                peak = 65535.0 if image.mode.startswith("I;16") or values.max() > 255 else 255.0
+                grey = np.clip(values / peak * 255.0 + 0.5, 0, 255).astype(np.uint8)
+                return np.repeat(grey[..., None], 3, axis=2)
+            if image.mode == "F":
+                values = np.asarray(image, dtype=np.float64)
+                grey = np.clip(values * (255.0 if values.max() <= 1.0 else 1.0), 0, 255).astype(np.uint8)
+                return np.repeat(grey[..., None], 3, axis=2)
+            return np.array(image.convert("RGB"))
+    except (OSError, ValueError, SyntaxError) as error:
+        raise DataError(f"{path}: cannot read image ({error})") from error
+
+
+def photo_paths(inputs: Sequence[str | Path]) -> list[Path]:
+    """Expand files and folders (their images, sorted) into a list of photo paths."""
+    found: list[Path] = []
+    for item in map(Path, inputs):
+        if item.is_dir():
+            found += sorted(p for p in item.iterdir() if p.is_file() and p.suffix.lower() in (*IMAGE_SUFFIXES, ".tif",
+                                                                                              ".tiff", ".bmp", ".webp"))  # fmt: skip
+        elif item.is_file():
+            found.append(item)
+        else:
+            raise DataError(f"{item}: no such file or folder")
+    if not found:
+        raise DataError(f"no images found in {', '.join(map(str, inputs))}")
+    return found
+
+
+def collate_eval(batch: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor | list]:
+    """Stack images (all at the model input size); stack masks when they share a size, else keep a list."""
+    images = torch.stack([b[0] for b in batch])
+    masks = [b[1] for b in batch]
+    return images, torch.stack(masks) if len({m.shape for m in masks}) == 1 else masks

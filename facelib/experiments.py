@@ -1,161 +1,46 @@
 """What the report's notebooks call: a `Report` (profile, data, output folders) that trains or finds each
-table row's run in the run cache, writes tables and figures with their provenance, and the table builders.
-
-Tables 1-2 average the final four validation points of each run, as the reference did; Table 4 takes each
-run's best checkpoint (by validation mF1), as the reference did.
-"""
+table row's run in the run cache (the rows of every table are defined here, in `TABLES`) and writes tables
+and figures with their provenance. The table builders are `facelib.tables`."""
 
 from __future__ import annotations
 
 import contextlib
-import inspect
 import json
+import os
+import shutil
+import tarfile
 import time
+import traceback
 import warnings
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from facelib.checkpoint import load_checkpoint, resolve_device
+from facelib.config import TrainConfig
+from facelib.data import discover, keep_decoded, load_or_make_split, read_image
 from facelib.errors import ReportError
-from facelib.profiles import AUGMENTATION_ROWS, LOSS_ROWS, NOISE_SEED, REFERENCE_TABLE4, get_profile
-from facelib.train import TrainConfig, identify, run_key, train
+from facelib.infer import evaluate, save_evaluation
+from facelib.labels import read_mask
+from facelib.outputs import provenance, save_figure, shown_path, write_table
+from facelib.profiles import LOSS_ROWS, NOISE_SEED, TABLES, chosen_rows, get_profile, table_rows
+from facelib.run import identify, run_key
+from facelib.tables import (
+    AUGMENTATION_COMPARISONS,
+    HEADLINE,
+    LOSS_COMPARISONS,
+    Noise,
+    Run,
+    best_run,
+    styled,
+)
+from facelib.train import train
 
 # smp and timm import tqdm.auto, which warns in a notebook kernel without ipywidgets; facelib draws no widget bars.
 warnings.filterwarnings("ignore", message="IProgress not found")
-
-HEADLINE = ("mIoU", "mF1", "mFscore_ref", "per_image_F")
-FINAL_POINTS = 4  # validation points averaged for Tables 1-2, as the reference did
-TABLES = {
-    "augmentation": ("augment", AUGMENTATION_ROWS, {"model": "fastscnn"}),
-    "loss": ("loss", LOSS_ROWS, {"model": "fastscnn"}),  # the profile's `losses` (LOSS_ROWS or their twins)
-    "comparison": ("model", None, {}),  # None: the profile's models
-}
-"""Each table's rows: the TrainConfig field they vary, its values, and what every row fixes (Tables 1 and 2
-are Fast-SCNN ablations, as in the reference). The notebooks and `facelib runs` both read this."""
-
-
-@dataclass
-class Run:
-    """One finished training run: its label in a table, config, stored summary and per-interval metrics."""
-
-    label: str
-    config: TrainConfig
-    summary: dict[str, Any]
-    metrics: pd.DataFrame
-    trained_now: bool = False
-
-    @property
-    def key(self) -> str:
-        return self.summary["key"]
-
-    @property
-    def checkpoint(self) -> Path:
-        return Path(self.summary["checkpoint_dir"]) / "best.pt"
-
-    @property
-    def validations(self) -> pd.DataFrame:
-        return self.metrics.dropna(subset=["mIoU"]).reset_index(drop=True)
-
-    def final_mean(self, points: int = FINAL_POINTS) -> dict[str, float]:
-        """Mean of the headline metrics over the last `points` validations."""
-        tail = self.validations.tail(points)
-        return {name: float(tail[name].mean()) for name in HEADLINE}
-
-    def trend(self, points: int = FINAL_POINTS) -> float | None:
-        """Mean mF1 of the final `points` validations minus that of the `points` before (None: too few)."""
-        values = self.validations["mF1"]
-        if len(values) < 2 * points:
-            return None
-        return float(values.iloc[-points:].mean() - values.iloc[-2 * points : -points].mean())
-
-
-@dataclass(frozen=True)
-class Noise:
-    """Run-to-run noise of a table, measured: one row trained with two seeds, and how far apart its headline
-    metrics landed. A difference between rows no larger than that is not a finding."""
-
-    row: str
-    spread: dict[str, float]  # per headline metric: |seed 0 - seed NOISE_SEED|, in points
-    original: Run
-    repeat: Run
-
-    def note(self) -> str:
-        values = ", ".join(f"{self.spread[m]:.2f} {m}" for m in HEADLINE)
-        return (
-            f"Run-to-run noise: row `{self.row}` trained again with seed {NOISE_SEED} (runs {self.original.key}, "
-            f"{self.repeat.key}) lands {values} points away. A difference between rows no larger than that is "
-            "within noise."
-        )
-
-
-AUGMENTATION_COMPARISONS = (
-    ("flip_swap", "flip"), ("flip_swap", "baseline"), ("geometric", "baseline"), ("photometric", "baseline"),
-    ("full", "baseline"),
-)  # fmt: skip
-LOSS_COMPARISONS = (
-    ("wce_lovasz", "ce"),
-    ("wce_lovasz_aux08", "wce_lovasz"),
-    ("wce_dice", "ce"),
-    ("wce_lovasz_dice", "ce"),
-)
-"""The comparisons the reference's Tables 1 and 2 were made for (Table 2's by the reference's row names; a profile
-whose rows are their `_coarse4` twins compares those)."""
-
-
-def compare(frame: pd.DataFrame, a: str, b: str, metric: str, noise: Noise, column: str | None = None) -> str:
-    """One comparison in words: the difference, and whether it exceeds the measured noise."""
-    difference = float(frame.loc[a, column or metric] - frame.loc[b, column or metric])
-    spread = noise.spread[metric]
-    verdict = (
-        f"larger than the seed spread ({spread:.2f}): `{a if difference > 0 else b}` is ahead"
-        if abs(difference) > spread
-        else f"within noise (seed spread {spread:.2f})"
-    )
-    return f"`{a}` vs `{b}`: {difference:+.2f} {metric}, {verdict}."
-
-
-def leader(frame: pd.DataFrame, metric: str, noise: Noise, column: str | None = None) -> str:
-    """Which row leads, said only when it leads every other row by more than the measured noise."""
-    values = frame[column or metric].dropna().sort_values(ascending=False)
-    if len(values) < 2:
-        return "Fewer than two rows: nothing to rank."
-    gap, spread = float(values.iloc[0] - values.iloc[1]), noise.spread[metric]
-    if gap > spread:
-        return f"`{values.index[0]}` leads every other row by more than the seed spread ({gap:.2f} > {spread:.2f} {metric})."
-    return (
-        f"No row leads: the top two (`{values.index[0]}`, `{values.index[1]}`) are {gap:.2f} {metric} apart, within "
-        f"noise (seed spread {spread:.2f})."
-    )
-
-
-def findings(frame: pd.DataFrame, pairs: Sequence[tuple[str, str]], noise: Noise, metric: str = "mF1",
-             column: str | None = None) -> str:  # fmt: skip
-    """The table's comparisons and its leader as a Markdown list, each measured against the noise."""
-    lines = [compare(frame, a, b, metric, noise, column) for a, b in pairs if a in frame.index and b in frame.index]
-    return "\n".join(f"- {line}" for line in [*lines, leader(frame, metric, noise, column)])
-
-
-def table_rows(profile: str, table: str) -> tuple[str, ...]:
-    """The row labels of a table in a profile (see TABLES)."""
-    if table not in TABLES:
-        raise ReportError(f"unknown table {table!r}; valid: {', '.join(TABLES)}")
-    values, chosen = TABLES[table][1], get_profile(profile)
-    if table == "loss":
-        return chosen.losses
-    return tuple(chosen.models if values is None else values)
-
-
-def chosen_rows(profile: str, table: str, only: Sequence[str] | None = None) -> tuple[str, ...]:
-    """`only` (in that order) when every one is a row of the table, else all its rows; an unknown row is an error."""
-    rows = table_rows(profile, table)
-    unknown = [row for row in only or () if row not in rows]
-    if unknown:
-        raise ReportError(f"table {table} has no row(s) {', '.join(unknown)}; its rows: {', '.join(rows)}")
-    return tuple(only) if only else rows
 
 
 def row_runs(
@@ -215,8 +100,6 @@ class Report:
         train_missing: bool = True,
         time_limit_s: float | None = None,
     ) -> None:
-        from facelib.data import discover, keep_decoded
-
         keep_decoded(True)
         self.profile = get_profile(profile)
         self.data, self.device, self.notebook, self.train_missing = data, device, notebook, train_missing
@@ -263,8 +146,6 @@ class Report:
 
     def refusal(self) -> str | None:
         """Why this report may not train a missing run here, or None when it may."""
-        from facelib.infer import resolve_device
-
         if not self.train_missing:
             return "this report was asked to use cached runs only"
         if self.profile.device == "cuda" and self.device != "cpu" and resolve_device(self.device).type != "cuda":
@@ -279,8 +160,6 @@ class Report:
 
     def shipped_weights(self, key: str) -> Path | None:
         """A weights file committed under RESULTS/models/ that was made by run `key`, if there is one."""
-        from facelib.infer import load_checkpoint
-
         for path in sorted((self.results / "models").glob("*.pt")):
             if load_checkpoint(path).get("run_key") == key:
                 return path
@@ -292,8 +171,6 @@ class Report:
         made it, else the best Table 4 run's best checkpoint."""
         shipped = self.results / "models" / "facelib-best.pt"
         if shipped.exists():
-            from facelib.infer import load_checkpoint
-
             key, field = load_checkpoint(shipped).get("run_key"), TABLES["comparison"][0]
             for label in table_rows(self.profile.name, "comparison"):
                 config = self.config("comparison", **{field: label})
@@ -321,17 +198,11 @@ class Report:
 
     def split(self):
         """The train/val split the profile's runs use."""
-        from facelib.data import load_or_make_split
-        from facelib.train import TrainConfig
-
         fraction = self.profile.common.get("val_fraction", TrainConfig.val_fraction)
         return load_or_make_split(self.dataset, out=self.results, val_fraction=fraction)[0]
 
     def pairs(self, stems: Sequence[str]) -> tuple[list[np.ndarray], list[np.ndarray]]:
         """Decoded photos and masks of the given stems (for figures)."""
-        from facelib.data import read_image
-        from facelib.labels import read_mask
-
         samples = self.dataset.by_stem(stems)
         return [read_image(s.image) for s in samples], [read_mask(s.mask) for s in samples]
 
@@ -390,8 +261,6 @@ class Report:
 
     def note(self, runs: Sequence[Run] = ()) -> str:
         """The provenance paragraph under a table: profile, data, where the runs were trained, who assembled it."""
-        from facelib.outputs import provenance
-
         parts = [f"Profile `{self.profile.name}`."]
         if runs:
             devices = sorted({r.summary["device"].split(";")[0].split(" (CUDA")[0] for r in runs})
@@ -411,8 +280,6 @@ class Report:
     def table(self, frame: pd.DataFrame, name: str, title: str, runs: Sequence[Run] = (), explain: str = ""):
         """Write `tables/NAME.csv` and `.md` (title, table, explanation, provenance); return the table styled
         for display (`styled`)."""
-        from facelib.outputs import write_table
-
         note = (explain + "\n\n" if explain else "") + self.note(runs)
         write_table(frame, self.out / "tables" / name, title, note, ".2f")
         return styled(frame)
@@ -422,15 +289,11 @@ class Report:
         as an image to display (embedded in the notebook's output, so the HTML page stands alone)."""
         from IPython.display import Image
 
-        from facelib.outputs import save_figure
-
         path = save_figure(figure, self.out / "figures" / f"{name}.{'jpg' if photo else 'png'}", dpi=100)
         return Image(filename=str(path))
 
     def describe(self) -> str:
         """The profile, then this page's parameters (the notebook's only parameters block a reader sees)."""
-        from facelib.outputs import shown_path
-
         data = f"`{shown_path(self.dataset.root)}` ({self.dataset.name}, {len(self.dataset.samples)} pairs)"
         trains = "yes" if self.train_missing else "no (cached runs only)"
         return (
@@ -442,201 +305,10 @@ class Report:
 # --- tables --------------------------------------------------------------------------------------------
 
 
-def overfitting(trend: float | None, noise: Noise | None) -> str:
-    """The reference's Overfitting column, said only beyond the noise: `yes` when validation mF1 fell by more
-    than the seed spread at the end, `no` when it rose by more, else `within noise` (`n/a`: too few points)."""
-    if trend is None:
-        return "n/a"
-    if noise is None:
-        return "yes" if trend < 0 else "no"
-    spread = noise.spread["mF1"]
-    return "yes" if trend < -spread else "no" if trend > spread else "within noise"
-
-
-def ablation_table(runs: Sequence[Run], row_name: str, noise: Noise | None = None) -> pd.DataFrame:
-    """Tables 1-2: per row the iterations, the mean of the final four validations of each headline metric,
-    the best single validation, and whether validation was still improving at the end (against `noise`)."""
-    rows = []
-    for run in runs:
-        final, trend = run.final_mean(), run.trend()
-        validations = run.validations
-        best = validations.loc[validations["mF1"].idxmax()]
-        rows.append(
-            {
-                row_name: run.label,
-                "iterations": run.config.iterations,
-                "batch": run.config.batch_size,
-                "val_points": len(validations),
-                **{f"{name} (final {FINAL_POINTS})": final[name] for name in HEADLINE},
-                "best mF1": float(best["mF1"]),
-                "best at": int(best["iteration"]),
-                "trend mF1": trend,
-                "overfitting": overfitting(trend, noise),
-                "train s": run.summary["train_wall_s"],
-            }
-        )
-    return pd.DataFrame(rows).set_index(row_name)
-
-
-ABLATION_EXPLAIN = (
-    f"Metrics (%) are the mean of the final {FINAL_POINTS} validation points of each run (as the reference "
-    "averaged them). mF1 is honest (a class in the ground truth that is never predicted counts as 0); "
-    "mFscore_ref is the reference's tool's figure, which drops such classes. `trend mF1`: mean mF1 of the final "
-    f"{FINAL_POINTS} validations minus that of the {FINAL_POINTS} before, in points; `overfitting` is `yes` when "
-    "that fell by more than the seed spread (validation got worse while training went on: the reference's "
-    "Overfitting column, defined here this way because its own definition is not given), `no` when it rose by "
-    f"more, `within noise` otherwise, `n/a` with fewer than {2 * FINAL_POINTS} validations. The reference's "
-    "per-row figures for Tables 1-2 were not available to this project."
-)
-
-
-def comparison_table(
-    runs: Sequence[Run], latency: pd.DataFrame, tta: dict[str, dict] | None = None, speed: pd.DataFrame | None = None
-) -> pd.DataFrame:
-    """Table 4: size and cost (from `facelib.models.profile.model_table`), ONNX Runtime latency as a multiple of
-    a known model's measured in the same call (`facelib.bench.anchor_latency`, when given), training cost, and
-    the scores of each run's best checkpoint; flip-TTA scores where they were evaluated; the reference's."""
-    rows = []
-    for run in runs:
-        best, model = run.summary["best"], run.config.model
-        size = latency.loc[model]
-        flip = (tta or {}).get(run.key) or {}
-        reference = REFERENCE_TABLE4.get(model, {})
-        rows.append(
-            {
-                "model": model,
-                "role": size["role"],
-                "params": int(size["params"]),
-                "params_deployed": int(size["params_deployed"]),
-                "fits_cap": bool(size["fits_cap"]),
-                "GFLOPs": float(size["gflops"]),
-                "CPU ms": float(size["cpu_ms"]),
-                **(
-                    {"ONNX ms": float(speed.loc[model, "onnx_ms"]), "x anchor": float(speed.loc[model, "vs_anchor"])}
-                    if speed is not None
-                    else {}
-                ),
-                "iterations": run.config.iterations,
-                "batch": run.config.batch_size,
-                "best at": best["iteration"],
-                **{name: best[name] for name in HEADLINE},
-                "aAcc": best["aAcc"],
-                "mIoU flip-TTA": flip.get("mIoU"),
-                "mF1 flip-TTA": flip.get("mF1"),
-                "train s": run.summary["train_wall_s"],
-                "train images/s": run.summary["images_per_s"],
-                "reference mIoU": reference.get("mIoU"),
-                "reference mFscore": reference.get("mFscore"),
-            }
-        )
-    return pd.DataFrame(rows).set_index("model")
-
-
-ACCURACY_COLUMNS = ("iterations", "batch", "best at", *HEADLINE, "aAcc", "mIoU flip-TTA", "mF1 flip-TTA",
-                    "reference mIoU", "reference mFscore")  # fmt: skip
-"""Table 4 is shown in two parts that fit a page: accuracy (these columns) and cost (the rest)."""
-
-
-def split_comparison(table4: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Table 4's accuracy part and its cost part (size, speed, training time), for display."""
-    accuracy = [c for c in ACCURACY_COLUMNS if c in table4.columns]
-    return table4[accuracy], table4[[c for c in table4.columns if c not in accuracy]]
-
-
-PERCENT = ("mIoU", "mF1", "mFscore", "per_image_F", "aAcc", "best mF1", "reference m")
-
-
-def styled(frame: pd.DataFrame):
-    """A table as a reader sees it: units in the headers (% for scores, points for differences), thousands
-    separators, two decimals, "–" for a missing value (a pandas Styler; the CSV keeps the raw frame)."""
-
-    def header(column: str) -> str:
-        if column.startswith("trend ") or column == "seed spread":
-            return f"{column} (pts)"
-        if column.startswith(PERCENT) or column.endswith((" IoU", " F1")):
-            return f"{column} (%)"
-        return column
-
-    return frame.rename(columns=header).style.format(precision=2, thousands=",", na_rep="–")
-
-
-def per_class_table(runs: Sequence[Run]) -> pd.DataFrame:
-    """IoU and F1 of every class at each run's best checkpoint (NaN: the class occurs in neither the
-    validation ground truth nor the prediction)."""
-    columns = {}
-    for run in runs:
-        per_class = run.summary["best"]["per_class"]
-        for metric in ("IoU", "F1"):
-            values = {name: scores[metric] for name, scores in per_class.items()}
-            columns[f"{run.label} {metric}"] = pd.Series(values, dtype=float)
-    frame = pd.DataFrame(columns)
-    frame.index.name = "class"
-    return frame
-
-
-def widths_table() -> pd.DataFrame:
-    """Table 3: the BiSeNetV2 builds' widths (from the registry) and the parameter counts they give."""
-    from facelib.models import MODELS, build_model, fits_cap, parameter_breakdown
-    from facelib.models.bisenetv2 import BiSeNetV2
-
-    defaults = {n: p.default for n, p in inspect.signature(BiSeNetV2.__init__).parameters.items()}
-    rows = []
-    for name, spec in MODELS.items():
-        if not name.startswith("bisenetv2"):
-            continue
-        widths = {**defaults, **getattr(spec.builder, "keywords", {})}
-        counts = parameter_breakdown(build_model(name))
-        rows.append(
-            {
-                "model": name,
-                "role": spec.role,
-                "detail": "-".join(map(str, widths["detail_channels"])),
-                "semantic": "-".join(map(str, widths["semantic_channels"])),
-                "aggregation": widths["bga_channels"],
-                "decode": widths["decode_channels"],
-                "auxiliary": "-".join(map(str, widths["aux_channels"])),
-                **{k: counts[k] for k in ("backbone", "decode_head", "aux_heads", "deployed", "total")},
-                "fits_cap": fits_cap(counts),
-                "fits_cap_deployed": fits_cap(counts, "deployed"),
-            }
-        )
-    return pd.DataFrame(rows).set_index("model")
-
-
-def under_cap(run: Run) -> bool:
-    """Whether the run's model, counting every trained parameter (auxiliary heads too), is under the cap."""
-    from facelib.models import build_model, fits_cap, parameter_breakdown
-
-    return fits_cap(parameter_breakdown(build_model(run.config.model, **run.config.model_overrides)))
-
-
-def best_run(runs: Sequence[Run]) -> Run:
-    """The run under the parameter cap whose best checkpoint has the highest validation mF1 (a model over the
-    cap, such as the reference's BiSeNetV2-XS by facelib's count, is compared in Table 4 but never chosen)."""
-    eligible = [run for run in runs if under_cap(run)]
-    if not eligible:
-        raise ReportError(f"no run under the parameter cap among {', '.join(run.label for run in runs)}")
-    return max(eligible, key=lambda r: r.summary["best"]["mF1"])
-
-
-def against_reference(run: Run) -> str:
-    """A sentence putting a run's best checkpoint beside the reference's best model under the cap."""
-    best, ref, full = run.summary["best"], REFERENCE_TABLE4["bisenetv2_xs"], get_profile("full").config("comparison")
-    return (
-        f"Best under the cap here by mF1: `{run.label}`, mIoU {best['mIoU']:.2f}, honest mF1 {best['mF1']:.2f} "
-        f"(reference-style mFscore {best['mFscore_ref']:.2f}) after {run.config.iterations:,} iterations of batch "
-        f"{run.config.batch_size} at {run.config.crop_size} px; the reference's best under the cap, BiSeNetV2-XS, "
-        f"reached {ref['mIoU']} mIoU and an {ref['mFscore']} mFscore after {full.iterations:,} iterations of batch "
-        f"{full.batch_size} at {full.crop_size} px."
-    )
-
-
 def tta_scores(report: Report, run: Run, tta: str, checkpoint: Path | None = None) -> dict[str, float] | None:
     """Validation scores of a run's best checkpoint (or of `checkpoint`, e.g. the run's shipped fp16 weights)
     under a TTA mode: read from the run folder when evaluated before, else evaluated now (when the checkpoint
     is here) and stored there; None when neither."""
-    from facelib.infer import evaluate, load_checkpoint, save_evaluation
-
     if checkpoint is None:
         with contextlib.suppress(ReportError):
             checkpoint = report.checkpoint(run)
@@ -652,10 +324,58 @@ def tta_scores(report: Report, run: Run, tta: str, checkpoint: Path | None = Non
     return result.summary
 
 
-def round_frame(frame: pd.DataFrame, digits: int = 2) -> pd.DataFrame:
-    """Rounded for display (the CSV keeps full precision)."""
-    return frame.apply(lambda c: c.round(digits) if c.dtype.kind == "f" else c)
+# --- training a table's rows in one command ---------------------------------------------------------------
 
 
-def confusion_matrix(run: Run) -> np.ndarray:
-    return np.asarray(run.summary["best"]["confusion"], dtype=np.int64)
+def pack_runs(out: Path, results: Path, checkpoints: Path, keys: Sequence[str], weights: bool) -> None:
+    """OUT/runs.tar (RESULTS/splits and the run folders of `keys`), written beside and renamed; with `weights`
+    each run's best checkpoint as OUT/KEY.pt: what a machine lent for a few minutes hands back."""
+    out.mkdir(parents=True, exist_ok=True)
+    partial = out / ".runs.tar"
+    with tarfile.open(partial, "w") as archive:
+        archive.add(results / "splits", arcname=f"{results.name}/splits")
+        for key in keys:
+            archive.add(results / "runs" / key, arcname=f"{results.name}/runs/{key}")
+    os.replace(partial, out / "runs.tar")
+    for key in keys if weights else ():
+        best = checkpoints / key / "best.pt"
+        if best.exists():
+            shutil.copyfile(best, out / f".{key}.pt")
+            os.replace(out / f".{key}.pt", out / f"{key}.pt")
+
+
+def train_rows(
+    report: Report,
+    tables: Sequence[str],
+    only: Sequence[str] | None = None,
+    tta: Sequence[str] = (),
+    budget_s: float | None = None,
+    pack: Path | None = None,
+    weights: bool = False,
+) -> tuple[list[dict[str, Any]], int]:
+    """`facelib runs`: every row of `tables` (and its noise row) trained or found, one after another in this
+    process (data and device stay warm), as (summary lines, rows that failed). A failing row is reported and
+    the next one goes on; no row starts after `budget_s`; with `pack`, finished runs are packed after each row
+    (`pack_runs`); `report.time_limit_s` stops the run in progress at a checkpoint (it resumes next time)."""
+    for table in tables:
+        chosen_rows(report.profile.name, table, only)  # every row checked before anything trains
+    start, lines, failed, keys = time.monotonic(), [], 0, []
+    plan = [(table, label) for table in tables for label in chosen_rows(report.profile.name, table, only)]
+    for number, (table, label) in enumerate(plan):
+        if budget_s is not None and time.monotonic() - start > budget_s:
+            print(f"budget of {budget_s:.0f} s spent; not started: {', '.join(f'{t}/{r}' for t, r in plan[number:])}")
+            break
+        try:
+            for run, line in row_runs(report, table, [label], tta):
+                lines.append(line)
+                keys.append(run.key)
+        except TimeLimitReached:
+            raise
+        except Exception:  # one failing row must not lose the others: report it and go on
+            failed += 1
+            print(f"{table}/{label} failed:\n{traceback.format_exc()}")
+            continue
+        if pack is not None:
+            pack_runs(pack, report.results, report.checkpoints, keys, weights)
+        print(f"{time.monotonic() - start:.0f} s: {table}/{label} done{', packed' if pack else ''}")
+    return lines, failed

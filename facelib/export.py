@@ -19,11 +19,21 @@ from typing import Any
 import numpy as np
 import torch
 
+from facelib.checkpoint import (
+    INPUT_NAME,
+    ONNX_FORMAT,
+    OUTPUT_NAME,
+    OnnxModel,
+    load_checkpoint,
+    model_from_checkpoint,
+    onnx_metadata,
+)
+from facelib.data import discover, load_or_make_split, read_photo
 from facelib.errors import ConfigError, DataError
+from facelib.labels import PALETTE
+from facelib.outputs import atomic_path, commit
 
 OPSET = 18  # the dynamo exporter's native opset; onnxruntime's CPU provider runs it (>= 1.16)
-ONNX_FORMAT = "facelib-onnx"
-INPUT_NAME, OUTPUT_NAME = "image", "logits"
 PARITY_TOLERANCE = 1e-3  # max |logit difference| accepted between ONNX Runtime and PyTorch
 
 
@@ -51,8 +61,6 @@ def export_model(
     """Export an eval-mode facelib model to ONNX with dynamic batch, height and width (multiples of 32); with
     `fixed_batch`, a graph for exactly (fixed_batch, 3, example_size, example_size) inputs instead, for
     runtimes and converters that need static shapes (in ONNX Runtime on our 2-core CPU it was no faster)."""
-    from facelib.outputs import atomic_path
-
     model = model.eval()
     shapes = None
     if fixed_batch is None:
@@ -99,8 +107,6 @@ def export_checkpoint(
     with `check`, compare ONNX Runtime's logits with PyTorch's on random inputs at two sizes and refuse to
     leave a file that disagrees (a DataError naming the checkpoint). `fixed_shape`: one image at the
     checkpoint's input size only (what `predict` feeds it, except multiscale TTA)."""
-    from facelib.infer import load_checkpoint, model_from_checkpoint
-
     content = load_checkpoint(checkpoint)
     model = model_from_checkpoint(content, checkpoint)
     target = Path(target)
@@ -128,9 +134,6 @@ def export_checkpoint(
 def checkpoint_metadata(content: dict[str, Any], checkpoint: str | Path, opset: int) -> dict[str, Any]:
     """What a deployed file must say about itself: preprocessing, labels, and where it came from."""
     import datetime
-
-    from facelib.labels import PALETTE
-    from facelib.outputs import commit
 
     return {
         "format": ONNX_FORMAT,
@@ -162,8 +165,6 @@ def write_metadata(path: str | Path, values: dict[str, Any]) -> None:
     """Store `values` as the model's metadata_props (each value JSON-encoded), rewriting the file atomically."""
     import onnx
 
-    from facelib.outputs import atomic_path
-
     graph = onnx.load(str(path))
     del graph.metadata_props[:]
     for key, value in values.items():
@@ -172,71 +173,7 @@ def write_metadata(path: str | Path, values: dict[str, Any]) -> None:
         onnx.save(graph, str(tmp))
 
 
-def onnx_metadata(path: str | Path) -> dict[str, Any]:
-    """The metadata of a facelib ONNX file; anything else (missing, corrupt, foreign) is a DataError."""
-    import onnxruntime as ort
-
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: ONNX file does not exist")
-    try:
-        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    except Exception as error:  # onnxruntime raises its own Fail/InvalidGraph/... types
-        raise DataError(f"{path}: not a loadable ONNX model ({str(error).splitlines()[0][:200]})") from error
-    raw = session.get_modelmeta().custom_metadata_map
-    try:
-        values = {key: json.loads(value) for key, value in raw.items()}
-    except json.JSONDecodeError as error:
-        raise DataError(f"{path}: its metadata is not facelib's ({error})") from error
-    if values.get("format") != ONNX_FORMAT:
-        raise DataError(f"{path}: not a facelib ONNX export (no facelib metadata); make one with `facelib export`")
-    return values
-
-
 # --- running -----------------------------------------------------------------------------------------------
-
-
-def onnx_session(path: str | Path, threads: int | None = None):
-    """An ONNX Runtime CPU session with every graph optimisation on; `threads` intra-op threads (None: ORT's
-    default, one per core), run sequentially (one image's graph uses all of them)."""
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    options.inter_op_num_threads = 1
-    if threads:
-        options.intra_op_num_threads = threads
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-
-
-class OnnxModel(torch.nn.Module):
-    """An exported facelib model run by ONNX Runtime on the CPU, called like the PyTorch model in eval mode
-    (normalised (B, 3, H, W) tensor in, logits out), so evaluation, TTA and prediction code is shared."""
-
-    def __init__(self, path: str | Path, threads: int | None = None) -> None:
-        super().__init__()
-        self.path = Path(path)
-        self.metadata = onnx_metadata(path)
-        self.session = onnx_session(path, threads)
-        shape = self.session.get_inputs()[0].shape
-        self.fixed = shape if all(isinstance(d, int) for d in shape) else None  # a --fixed-shape export
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        array = np.ascontiguousarray(x.detach().float().cpu().numpy())
-        if self.fixed is None:
-            return torch.from_numpy(self.session.run([OUTPUT_NAME], {INPUT_NAME: array})[0])
-        if list(array.shape[1:]) != list(self.fixed[1:]):
-            raise ConfigError(
-                f"{self.path}: a fixed-shape export for {'x'.join(map(str, self.fixed))} inputs got "
-                f"{'x'.join(map(str, array.shape))}; export without --fixed-shape for other sizes (multiscale TTA)"
-            )
-        step, parts = self.fixed[0], []
-        for start in range(0, len(array), step):  # the graph's batch at a time; a short last chunk is padded
-            chunk = array[start : start + step]
-            padded = np.concatenate([chunk, np.zeros((step - len(chunk), *chunk.shape[1:]), chunk.dtype)])
-            parts.append(self.session.run([OUTPUT_NAME], {INPUT_NAME: padded})[0][: len(chunk)])
-        return torch.from_numpy(np.concatenate(parts))
 
 
 @torch.no_grad()
@@ -277,9 +214,6 @@ def calibration_batches(
     inference: resized to the input size, normalised with the checkpoint's mean/std; each (1, 3, S, S)."""
     import cv2
 
-    from facelib.data import discover, load_or_make_split
-    from facelib.infer import read_photo
-
     config = metadata["config"]
     dataset = discover(data)
     split, _ = load_or_make_split(dataset, out=out, val_fraction=config["val_fraction"], seed=config["split_seed"])
@@ -296,8 +230,6 @@ def calibration_batches(
 
 def calibration_source(data: str | Path | None) -> str:
     """Where calibration images come from, in words: the dataset's root (explicit, $FACELIB_DATA or synthetic)."""
-    from facelib.data import discover
-
     dataset = discover(data)
     return f"{dataset.name} ({dataset.root})"
 
@@ -308,8 +240,6 @@ def quantize_int8(source: str | Path, target: str | Path, calibration: Sequence[
     extreme activations stretch the ranges: 0.5 mIoU lost on a trained DeepLabV3+ where this loses 0.1);
     the metadata is carried over with `precision: int8` and how it was calibrated."""
     from onnxruntime import quantization as q
-
-    from facelib.outputs import atomic_path
 
     metadata = onnx_metadata(source)
     if metadata["precision"] != "float32":

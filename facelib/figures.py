@@ -9,6 +9,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
+from facelib.augment import preview_transform, reseed
 from facelib.labels import CLASS_NAMES, PALETTE, colorize, overlay
 
 THUMB = 160  # pixels per side of a picture in a grid
@@ -70,8 +71,6 @@ def augmentation_figure(
     """One training pair through each augmentation preset (rows), random draws seeded `seed`, `seed`+1, ...
     (columns), shown as the mask over the augmented photo, so a flip that swaps left/right labels is visible
     in the colours. (The default seeds include flipped and unflipped draws.)"""
-    from facelib.augment import preview_transform, reseed
-
     cells = []
     for preset in presets:
         transform = preview_transform(preset, crop_size, resize=image.shape[:2] != (crop_size, crop_size))

@@ -12,6 +12,7 @@ import numpy as np
 from PIL import Image
 
 from facelib.errors import DataError
+from facelib.outputs import atomic_path
 
 CLASS_NAMES: tuple[str, ...] = (
     "background", "skin", "nose", "eye_g", "l_eye", "r_eye", "l_brow", "r_brow", "l_ear", "r_ear",
@@ -97,8 +98,6 @@ def read_mask(path: str | Path) -> np.ndarray:
 
 def write_mask(mask: np.ndarray, path: str | Path) -> None:
     """Write class ids as a palette PNG (the dataset's own format), atomically."""
-    from facelib.outputs import atomic_path
-
     mask = np.asarray(mask)
     if mask.ndim != 2 or mask.size == 0:
         raise ValueError(f"mask must be a non-empty 2-D array, got shape {mask.shape}")
@@ -123,3 +122,12 @@ def overlay(image: np.ndarray, mask: np.ndarray, alpha: float = 0.5) -> np.ndarr
     colours = colorize(mask).astype(np.float32)
     weight = np.where(np.asarray(mask)[..., None] == 0, 0.0, alpha)
     return np.clip(image * (1 - weight) + colours * weight, 0, 255).round().astype(np.uint8)
+
+
+def correct_mask(mask: np.ndarray, reversed_pairs: list[str]) -> np.ndarray:
+    """Swap the named pairs (e.g. ["l_eye/r_eye"]) back; other classes are untouched."""
+    table = np.arange(256, dtype=np.uint8)
+    for pair in reversed_pairs:
+        left, right = (CLASS_NAMES.index(n) for n in pair.split("/"))
+        table[left], table[right] = SWAP_LEFT_RIGHT[left], SWAP_LEFT_RIGHT[right]
+    return table[mask]

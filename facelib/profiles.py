@@ -7,12 +7,12 @@ table states its iterations, so a reduced budget is never mistaken for the refer
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from facelib.errors import ConfigError
-from facelib.train import TrainConfig
+from facelib.config import TrainConfig
+from facelib.errors import ConfigError, ReportError
 
 AUGMENTATION_ROWS = ("baseline", "flip_swap", "flip", "geometric", "photometric", "full")
 LOSS_ROWS = ("ce", "wce_lovasz", "wce_lovasz_aux08", "wce_dice", "wce_lovasz_dice")
@@ -134,7 +134,7 @@ PROFILES: dict[str, Profile] = {
             loss={"iterations": 320, "val_interval": 40, "augment": "full"},
             comparison={"iterations": 600, "val_interval": 100},
             notes=(
-                "sized from steps measured on one H100 (`scripts/gpu_size_profile.py`, "
+                "sized from steps measured on one H100 (a probe script since folded into `facelib bench`, "
                 "results/device-checks/issue5_gpu_short_sizing.csv; batch 16 at 512: Fast-SCNN 64 ms with CE, "
                 "176 ms with the three-term loss; BiSeNetV2-XS 285 ms; LR-ASPP 79 ms; DeepLabV3+ 82 ms): about "
                 "440 s for Table 4 and 450 s for Tables 1-2 (Table 2's CE row is Table 1's `full` run), plus start-up;",
@@ -162,3 +162,31 @@ def get_profile(name: str) -> Profile:
     if name not in PROFILES:
         raise ConfigError(f"unknown report profile {name!r}; valid profiles: {', '.join(PROFILES)}")
     return PROFILES[name]
+
+
+TABLES = {
+    "augmentation": ("augment", AUGMENTATION_ROWS, {"model": "fastscnn"}),
+    "loss": ("loss", LOSS_ROWS, {"model": "fastscnn"}),  # the profile's `losses` (LOSS_ROWS or their twins)
+    "comparison": ("model", None, {}),  # None: the profile's models
+}
+"""Each table's rows: the TrainConfig field they vary, its values, and what every row fixes (Tables 1 and 2
+are Fast-SCNN ablations, as in the reference). The notebooks and `facelib runs` both read this."""
+
+
+def table_rows(profile: str, table: str) -> tuple[str, ...]:
+    """The row labels of a table in a profile (see TABLES)."""
+    if table not in TABLES:
+        raise ReportError(f"unknown table {table!r}; valid: {', '.join(TABLES)}")
+    values, chosen = TABLES[table][1], get_profile(profile)
+    if table == "loss":
+        return chosen.losses
+    return tuple(chosen.models if values is None else values)
+
+
+def chosen_rows(profile: str, table: str, only: Sequence[str] | None = None) -> tuple[str, ...]:
+    """`only` (in that order) when every one is a row of the table, else all its rows; an unknown row is an error."""
+    rows = table_rows(profile, table)
+    unknown = [row for row in only or () if row not in rows]
+    if unknown:
+        raise ReportError(f"table {table} has no row(s) {', '.join(unknown)}; its rows: {', '.join(rows)}")
+    return tuple(only) if only else rows

@@ -16,8 +16,11 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from facelib.data import DATA_ENV, resolve_root
 from facelib.errors import ConfigError, ReportError
-from facelib.profiles import get_profile
+from facelib.models import PARAMETER_CAP
+from facelib.outputs import commit, machine, shown_paths, write_text
+from facelib.profiles import REFERENCE_TABLE4, get_profile
 
 NOTEBOOKS = (
     "01_data_stats",
@@ -119,8 +122,6 @@ def notebook_parameters(
     """The values papermill injects: the data named explicitly (so each executed notebook shows what it read;
     None for the built-in synthetic faces), every path relative to the notebooks' folder, where they run, so
     no machine's absolute path is written into the executed copies."""
-    from facelib.data import DATA_ENV, resolve_root
-
     synthetic = not data and not os.environ.get(DATA_ENV)
     where = notebooks.resolve()
     return {
@@ -137,8 +138,6 @@ def scrub_notebook(path: Path) -> None:
     """Rewrite an executed notebook without machine paths: papermill's input/output paths and any absolute
     path in a text output become relative (`facelib.outputs.shown_paths`); images are left alone."""
     import nbformat
-
-    from facelib.outputs import shown_paths, write_text
 
     book = nbformat.read(path, as_version=4)
     meta = book.metadata.get("papermill", {})
@@ -161,8 +160,6 @@ def export_html(notebook: Path, target: Path) -> Path:
     heading as the page title and a link back to the index."""
     import nbformat
     from nbconvert import HTMLExporter
-
-    from facelib.outputs import write_text
 
     exporter = HTMLExporter(template_name="lab")
     exporter.exclude_input = True
@@ -208,8 +205,6 @@ ABOUT = (
 def headline(out: Path) -> str:
     """The index's headline table: the best Table 4 model under the cap (by validation mF1) beside the
     reference's best, read from the report's own Table 4 (empty until notebook 04 has written it)."""
-    from facelib.profiles import REFERENCE_TABLE4
-
     table = out / "tables" / "table4_models.csv"
     if not table.exists():
         return "<p>No Table 4 yet: the headline appears once notebook 04 has run.</p>"
@@ -243,10 +238,6 @@ def headline(out: Path) -> str:
 def write_index(out: Path, profile: str) -> Path:
     """html/index.html: what this is, the profile, the headline, and a link to every page and notebook."""
     from nbconvert.filters.markdown import markdown2html
-
-    from facelib.models import PARAMETER_CAP
-    from facelib.outputs import commit, machine, write_text
-    from facelib.profiles import REFERENCE_TABLE4
 
     pages = sorted((out / "html").glob("[0-9][0-9]_*.html"))
     items = "\n".join(
@@ -284,8 +275,6 @@ td:first-child, th:first-child {{ text-align: left; }}</style></head>
 def write_readme(out: Path, profile: str, parameters: dict) -> Path:
     """README.md: the profile, the notebooks, and every table with its provenance line (profile, data,
     devices and commits of its runs, the commit and machine that assembled it, the date)."""
-    from facelib.outputs import commit, machine, write_text
-
     lines = [f"# Report: profile `{profile}`", "", get_profile(profile).describe(), ""]
     lines += [
         f"Assembled by `facelib report --profile {profile}` at commit {commit()} on {machine()}, "

@@ -15,9 +15,16 @@ from typing import Any
 
 import torch
 
+from facelib.checkpoint import load_checkpoint, model_from_checkpoint, onnx_metadata
+from facelib.data import discover
 from facelib.errors import ConfigError, DataError
-from facelib.export import calibration_batches, calibration_source, export_checkpoint, onnx_metadata, quantize_int8
+from facelib.export import calibration_batches, calibration_source, export_checkpoint, quantize_int8
+from facelib.infer import evaluate as run_evaluation
+from facelib.infer import save_evaluation
+from facelib.models import MODELS, PARAMETER_CAP, build_model, parameter_breakdown
 from facelib.outputs import atomic_path, provenance, shown_path, write_text
+from facelib.profiles import REFERENCE_TABLE4, get_profile
+from facelib.synthetic import DONE_MARKER
 
 MODELS_DIR = Path(__file__).resolve().parents[1] / "results" / "models"
 DEFAULT_MODEL = MODELS_DIR / "facelib-best.pt"
@@ -79,9 +86,6 @@ def ship(
             eval-val-*-fp16.json), and with `card` write `target`.md (`selection`: how the checkpoint was chosen, a
         phrase for the card). `onnx`: also write `target`.onnx (float32, parity-checked against the shipped weights)
     and `target`_int8.onnx (calibrated on training images), the int8 file evaluated too. Returns the paths written."""
-    from facelib.infer import evaluate as run_evaluation
-    from facelib.infer import load_checkpoint, model_from_checkpoint, save_evaluation
-
     checkpoint, target = Path(checkpoint), Path(target)
     if target.suffix != ".pt":
         raise ConfigError(f"{target}: a shipped model is a .pt file")
@@ -122,15 +126,11 @@ def ship(
 
 
 def _dataset_root(data: str | Path | None) -> Path:
-    from facelib.data import discover
-
     return Path(discover(data).root)
 
 
 def _is_synthetic(data: str | Path | None) -> bool:
     """Whether the dataset is facelib's generated faces (which carry no licence terms), not real photos."""
-    from facelib.synthetic import DONE_MARKER
-
     return (_dataset_root(data) / DONE_MARKER).exists()
 
 
@@ -152,8 +152,6 @@ def model_card(
     selection: str | None = None,
 ) -> str:
     """A short Markdown model card: what the model is, how it was trained, how it scores, how to use it."""
-    from facelib.models import MODELS, PARAMETER_CAP, build_model, parameter_breakdown
-
     config = content["config"]
     counts = parameter_breakdown(build_model(content["model"], **content["model_overrides"]))
     role = MODELS[content["model"]].role if content["model"] in MODELS else ""
@@ -218,8 +216,6 @@ def model_card(
             None,
         )
         if plain is not None:
-            from facelib.profiles import REFERENCE_TABLE4, get_profile
-
             ref, full = REFERENCE_TABLE4["bisenetv2_xs"], get_profile("full").config("comparison")
             beats = plain["mIoU"] > ref["mIoU"] and plain["mF1"] > ref["mFscore"]
             lines += [

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from facelib.data import FaceDataset, Sample, Split, read_image
+from facelib.data import FaceDataset, Sample, Split, load_dataset, load_or_make_split, read_image
 from facelib.labels import CLASS_NAMES, NUM_CLASSES, read_mask
+from facelib.outputs import provenance, save_figure, write_table
 
 
 @dataclass
@@ -92,7 +94,9 @@ def rgb_table(scan_: DatasetScan, stems: tuple[str, ...] | list[str]) -> pd.Data
 
 
 def normalization(scan_: DatasetScan, stems: tuple[str, ...] | list[str]) -> tuple[list[float], list[float]]:
-    """The (mean, std) that training normalises with: the exact global definition (see `rgb_table`)."""
+    """The exact global (mean, std) over `stems` (see `rgb_table`): the definition training normalises with.
+    Each run computes it over its own training split (`facelib.run.training_normalization`), so its figures
+    differ slightly from these when `stems` include validation images."""
     table = rgb_table(scan_, stems).set_index(["definition", "statistic"])
     return (table.loc[("global", "mean")].round(2).tolist(), table.loc[("global", "std")].round(2).tolist())
 
@@ -141,3 +145,35 @@ def class_frequency_figure(table: pd.DataFrame, title: str):
     axes[0].set_title(title)
     figure.tight_layout()
     return figure
+
+
+def write_stats(data: str | Path | None, split_file: str | Path | None, out: str | Path, seed: int = 0) -> list[Path]:
+    """`facelib stats`: print and write the class, colour and weight tables and the frequency figure."""
+
+    dataset = load_dataset(data)
+    split, split_file = load_or_make_split(dataset, split_file, out=out, seed=seed)
+    print(f"dataset {dataset.name}: {len(dataset.samples)} pairs ({len(split.train)} train / {len(split.val)} val), "
+          f"{len(dataset.test_images)} test images, split {split_file}")  # fmt: skip
+    scanned = scan(dataset)
+    classes = class_table(scanned, split)
+    rgb = rgb_table(scanned, split.train + split.val)
+    weights = class_weights(scanned.class_pixels[scanned.rows(split.train)])
+    mean, std = normalization(scanned, split.train + split.val)
+    print(f"global mean {mean}, std {std} over train+val (each run normalises with this definition over its "
+          "own training split)")  # fmt: skip
+    print(rgb.round(2).to_string(index=False))
+    print(classes[["freq_train", "freq_val", "presence_train", "presence_val"]].round(4).to_string())
+    tables, figures = Path(out) / "tables", Path(out) / "figures"
+    name, note = dataset.name, provenance(f"{dataset.root} ({len(dataset.samples)} pairs, split {split_file.name})")
+    rgb_note = f"Normalisation uses the global definition (see README). {note}"
+    written = [split_file]
+    written += write_table(
+        classes, tables / f"{name}_class_stats", f"Class pixel frequency and presence ({name})", note
+    )
+    written += write_table(rgb, tables / f"{name}_rgb_stats", f"RGB mean/std over train+val ({name})", rgb_note, ".2f")
+    written += write_table(
+        weights, tables / f"{name}_class_weights", f"Class weights from the train split ({name})", note
+    )
+    figure = class_frequency_figure(classes, f"Class frequency and presence: {name}")
+    written.append(save_figure(figure, figures / f"{name}_class_frequency.png"))
+    return written

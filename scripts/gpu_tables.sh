@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# Train the runs behind report tables on one GPU, in one device command, and bring them back: the Table 4
-# issue runs `comparison` (with none/flip TTA scores and each best checkpoint), the ablation issue
-# `augmentation,loss` (run folders only). Every row is exactly the run its notebook would train
-# (facelib.experiments.TABLES); scripts/gpu_tables.py trains them one after another in one process and
-# repacks OUT after each, so a command stopped at its limit still returns every finished row:
+# Train the runs behind report tables on one GPU, in one device command, and bring them back: `comparison`
+# (Table 4, with none/flip TTA scores and each best checkpoint) or `augmentation,loss` (run folders only).
+# Every row is exactly the run its notebook would train (facelib.profiles.TABLES); `facelib runs` trains
+# them one after another in one process and repacks OUT after each, so a command stopped at its limit still
+# returns every finished row:
 #   OUT/runs.tar     results/runs/KEY/ of every run trained or scored here, and results/splits
 #   OUT/KEY.pt       each of those runs' best checkpoint (fp32; `facelib ship` makes the fp16 file on the CPU)
 #   OUT/log.txt      everything printed
@@ -11,7 +11,6 @@
 #
 # Usage (repository root): scripts/gpu_tables.sh TABLES DATA OUT
 #   PROFILE=gpu-short  ROWS=a,b (one table: these rows, in this order)  TTA=none,flip  WEIGHTS=1
-#   UPSAMPLE_TIMING=0 skips the ~10 s upsampling timing (scripts/upsample_timing.py) that runs first.
 #   BUDGET_S=400: no row starts after this many seconds; LIMIT_S=480: the training is stopped then (a row
 #   still training is lost; finished ones are already in OUT).
 # Wheels the device lacks come from .whl (../shared/tools/device-wheels.sh). Pass the source commit as
@@ -26,14 +25,11 @@ profile=${PROFILE:-gpu-short}; device=${DEVICE:-cuda}; budget=${BUDGET_S:-400}; 
 case "$tables" in *comparison*) tta=${TTA-none,flip}; weights=${WEIGHTS:-1} ;; *) tta=${TTA-}; weights=${WEIGHTS:-0} ;; esac
 source "$(dirname "$0")/device_setup.sh"
 echo "profile $profile, tables $tables, TTA '$tta', budget $budget s, limit $limit s"
-options=(--profile "$profile" --device "$device" --tta "$tta" --budget "$budget"
-         --results "${RESULTS:-results}" --checkpoints "${CHECKPOINTS:-checkpoints}")
+options=(--table "$tables" --data "$data" --profile "$profile" --device "$device" --tta "$tta" --budget "$budget"
+         --pack "$out" --out "${RESULTS:-results}" --checkpoints "${CHECKPOINTS:-checkpoints}")
 [ -n "${ROWS:-}" ] && options+=(--rows "$ROWS")
 [ "$weights" = 1 ] && options+=(--weights)
-if [ "${UPSAMPLE_TIMING:-1}" = 1 ]; then  # ~10 s: bf16 vs float32 upsampling backward (models.common.upsample_logits)
-  stamp "upsampling timing"; timeout 60 $PY scripts/upsample_timing.py 16 512 "$device" 20
-fi
-timeout "$limit" $PY scripts/gpu_tables.py "$tables" "$data" "$out" "${options[@]}" 2>&1 | grep -v -i "warn"
+timeout "$limit" $PY -m facelib runs "${options[@]}" 2>&1 | grep -v -i "warn"
 status=${PIPESTATUS[0]}
 [ "$status" = 124 ] && stamp "stopped at the ${limit} s limit: the row in progress is lost"
 stamp "done (exit $status)"

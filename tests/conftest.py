@@ -43,9 +43,22 @@ exists, since the resume test compares weights bit for bit."""
 @pytest.fixture(scope="session")
 def quick_run(synthetic_root: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
     """One finished short training run on synthetic data: its summary (run_dir, checkpoint_dir, metrics)."""
-    from facelib.train import TrainConfig, train
+    from facelib.config import TrainConfig
+    from facelib.train import train
 
     base = tmp_path_factory.mktemp("quick-run")
     config = TrainConfig(data=str(synthetic_root), **QUICK_RUN)
     summary = train(config, out=base / "results", checkpoints=base / "checkpoints", progress=False)
     return {**summary, "base": base, "config_object": config}
+
+
+SLOW_FIXTURES = {"quick_run", "smoke", "shipped", "tiny_profile", "real"}
+"""Tests that use these fixtures train, export or run the notebook series: seconds to minutes each."""
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark as `slow` every test that uses a slow fixture (others carry the mark themselves), so that
+    `pytest -m "not slow"` is a loop of under a minute; `make test` runs everything."""
+    for item in items:
+        if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)

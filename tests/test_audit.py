@@ -6,11 +6,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from facelib.audit import MIN_PART_PIXELS, audit, correct_mask, write_corrected_copy
+from facelib.audit import MIN_PART_PIXELS, audit, write_corrected_copy
 from facelib.cli import main
 from facelib.data import discover
 from facelib.errors import DataError
-from facelib.labels import CLASS_NAMES, LEFT_RIGHT_PAIRS, read_mask, write_mask
+from facelib.labels import CLASS_NAMES, LEFT_RIGHT_PAIRS, correct_mask, read_mask, write_mask
 from facelib.synthetic import draw_face, write_synthetic_dataset
 
 N, SIZE, SEED = 60, 128, 3

@@ -6,10 +6,13 @@ from pathlib import Path
 
 import pytest
 
-from facelib.bench import LEVER_ROWS, bench_cpu_levers, bench_infer, bench_train
+from facelib.bench import LEVER_ROWS, bench_cpu_levers, bench_train
 from facelib.cli import main
+from facelib.config import TrainConfig
 from facelib.errors import ConfigError
-from facelib.train import TrainConfig
+from facelib.latency import bench_infer
+
+pytestmark = pytest.mark.slow  # every test here exports or times models: seconds each
 
 
 def test_bench_train_reports_data_step_loop_and_the_lovasz_share(synthetic_root, tmp_path):

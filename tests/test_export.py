@@ -13,20 +13,16 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from facelib.checkpoint import OnnxModel, onnx_metadata
 from facelib.cli import main
 from facelib.errors import ConfigError, DataError
-from facelib.export import (
-    PARITY_TOLERANCE,
-    OnnxModel,
-    compare_with_torch,
-    export_model,
-    onnx_metadata,
-    write_metadata,
-)
+from facelib.export import PARITY_TOLERANCE, compare_with_torch, export_model, write_metadata
 from facelib.infer import evaluate, predict
 from facelib.labels import CLASS_NAMES, NUM_CLASSES, PALETTE
 from facelib.models import build_model, candidates
 from facelib.models.fastscnn import adaptive_avg_pool
+
+pytestmark = pytest.mark.slow  # every test here exports or times models: seconds each
 
 
 def trained_like(name: str, seed: int = 0) -> torch.nn.Module:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import pickle
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -11,19 +12,13 @@ import pytest
 import torch
 from PIL import Image
 
+from facelib.checkpoint import load_checkpoint
 from facelib.cli import main
+from facelib.data import discover, load_or_make_split, read_photo
 from facelib.errors import ConfigError, DataError
-from facelib.infer import (
-    MIRROR_CHANNELS,
-    Predictor,
-    evaluate,
-    load_checkpoint,
-    predict,
-    predict_labels,
-    probabilities,
-    read_photo,
-)
-from facelib.labels import NUM_CLASSES
+from facelib.infer import Predictor, evaluate, predict
+from facelib.labels import CLASS_NAMES, NUM_CLASSES, correct_mask, read_mask, write_mask
+from facelib.tta import MIRROR_CHANNELS, predict_labels, probabilities
 
 
 @pytest.fixture(scope="module")
@@ -48,6 +43,28 @@ def test_evaluate_with_tta_and_corrected_labels_runs(quick_run, best, synthetic_
         assert result.tta == tta and result.corrected_labels and 0 < result.summary["mIoU"] <= 100
     with pytest.raises(ConfigError, match="multiscale"):
         evaluate(best, data=synthetic_root, tta="rotate")
+
+
+def test_corrected_labels_score_against_the_restored_masks(quick_run, best, synthetic_root, tmp_path):
+    """Validation masks with planted left/right reversals: scored as they are, the model loses; scored with
+    the audit's corrections, exactly the confusion matrix of the untouched dataset comes back."""
+    copy = tmp_path / "synthetic"  # same name: the run's split file applies
+    shutil.copytree(synthetic_root, copy)
+    results = quick_run["base"] / "results"
+    plain = evaluate(best, data=synthetic_root, out=results, device="cpu", workers=0)
+    dataset = discover(copy)
+    split, _ = load_or_make_split(dataset, out=results, val_fraction=quick_run["config"]["val_fraction"])
+    planted = 0
+    for sample in dataset.by_stem(split.val):
+        mask = read_mask(sample.mask)
+        if (mask == CLASS_NAMES.index("l_eye")).sum() >= 20 and (mask == CLASS_NAMES.index("r_eye")).sum() >= 20:
+            write_mask(correct_mask(mask, ["l_eye/r_eye"]), sample.mask)  # swapping a correct pair reverses it
+            planted += 1
+    assert planted >= 2
+    reversed_ = evaluate(best, data=copy, out=results, device="cpu", workers=0)
+    corrected = evaluate(best, data=copy, out=results, device="cpu", workers=0, corrected_labels=True)
+    assert (corrected.confusion == plain.confusion).all()
+    assert not (reversed_.confusion == plain.confusion).all()
 
 
 @pytest.mark.parametrize("tta", ["none", "flip"])
@@ -168,7 +185,7 @@ def test_cli_train_eval_predict(synthetic_root, tmp_path, monkeypatch, capsys):
     assert "nothing.pt" in capsys.readouterr().err
     assert main(["train", "--model", "resnet", "--data", str(synthetic_root)]) == 2
     assert "fastscnn" in capsys.readouterr().err
-    assert main(["train", "--overrides", "{bad", "--data", str(synthetic_root)]) == 2
+    assert main(["train", "--model-overrides", "{bad", "--data", str(synthetic_root)]) == 2
     assert "not valid JSON" in capsys.readouterr().err
     assert main(["eval", key, "--device", "tpu9", "--data", str(synthetic_root)]) == 2
     assert "unknown device 'tpu9'" in capsys.readouterr().err

@@ -128,6 +128,7 @@ def test_flops_are_counted_and_scale_with_area():
     assert small > 0 and 3.5 < large / small < 4.5
 
 
+@pytest.mark.slow
 def test_models_command_writes_the_table(tmp_path, capsys):
     assert main(["models", "--only", "fastscnn,lraspp_mobilenetv3", "--size", "64", "--repeats", "1",
                  "--out", str(tmp_path)]) == 0  # fmt: skip

@@ -14,23 +14,13 @@ import pandas as pd
 import pytest
 
 from facelib.cli import main
+from facelib.config import RUNTIME_FIELDS, TrainConfig, preset_config
 from facelib.errors import ConfigError, ReportError
-from facelib.experiments import (
-    Noise,
-    Run,
-    ablation_table,
-    compare,
-    findings,
-    leader,
-    overfitting,
-    styled,
-    widths_table,
-)
 from facelib.labels import CLASS_NAMES
 from facelib.losses import LOSS_PRESETS
 from facelib.profiles import AUGMENTATION_ROWS, LOSS_ROWS, PROFILES, get_profile
 from facelib.runner import NOTEBOOKS, default_notebooks_dir, run_report, select
-from facelib.train import RUNTIME_FIELDS, TrainConfig, preset_config
+from facelib.tables import Noise, Run, ablation_table, compare, findings, leader, overfitting, styled, widths_table
 
 NOTEBOOK_DIR = default_notebooks_dir()
 

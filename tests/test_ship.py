@@ -14,13 +14,14 @@ import torch
 from PIL import Image
 
 from facelib import ship as ship_module
+from facelib.checkpoint import load_checkpoint, model_from_checkpoint
 from facelib.cli import main
+from facelib.config import TrainConfig
 from facelib.errors import ConfigError, DataError, ReportError
-from facelib.experiments import TABLES, Report, Run, best_run, table_rows
-from facelib.infer import load_checkpoint, model_from_checkpoint
-from facelib.profiles import PROFILES
+from facelib.experiments import Report
+from facelib.profiles import PROFILES, TABLES, table_rows
 from facelib.ship import DEFAULT_MODEL, default_model, half_checkpoint, ship
-from facelib.train import TrainConfig
+from facelib.tables import Run, best_run
 
 
 @pytest.fixture(scope="module")
@@ -218,31 +219,24 @@ def test_the_shipped_model_parses_a_photo_with_its_card_beside_it(synthetic_root
     assert mask.shape == np.asarray(Image.open(photo)).shape[:2] and len(np.unique(mask)) >= 3
 
 
-def test_device_table_script_packs_each_finished_row(tiny_profile, synthetic_root, tmp_path, monkeypatch):
-    """scripts/gpu_tables.py (what the device command runs): rows in one process, OUT repacked after each,
-    a failing row reported without losing the others, no row started once the budget is spent."""
-    import importlib.util
+def test_runs_packs_each_finished_row_for_a_short_lease(tiny_profile, synthetic_root, tmp_path, monkeypatch):
+    """`facelib runs --pack` (what scripts/gpu_tables.sh runs on a lent GPU): rows in one process, OUT repacked
+    after each, a failing row reported without losing the others, no row started once the budget is spent."""
     import tarfile
 
-    spec = importlib.util.spec_from_file_location("gpu_tables", Path(__file__).parents[1] / "scripts" / "gpu_tables.py")
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
     results, out = tmp_path / "results", tmp_path / "out"
-    base = ["gpu_tables.py", "comparison", str(synthetic_root), str(out), "--profile", tiny_profile, "--device",
-            "cpu", "--results", str(results), "--checkpoints", str(tmp_path / "checkpoints")]  # fmt: skip
-    monkeypatch.setattr("sys.argv", [*base, "--tta", "flip", "--weights", "--rows", "fastscnn"])
-    assert script.main() == 0
+    base = ["runs", "--table", "comparison", "--data", str(synthetic_root), "--pack", str(out), "--profile",
+            tiny_profile, "--device", "cpu", "--out", str(results), "--checkpoints", str(tmp_path / "checkpoints")]  # fmt: skip
+    assert main([*base, "--tta", "flip", "--weights", "--rows", "fastscnn"]) == 0
     with tarfile.open(out / "runs.tar") as archive:
         names = archive.getnames()
     (key,) = {name.split("/")[2] for name in names if name.startswith("results/runs/")}
     assert f"results/runs/{key}/summary.json" in names and f"results/runs/{key}/eval-val-tta_flip.json" in names
     assert "results/splits" in names and (out / f"{key}.pt").exists() and load_checkpoint(out / f"{key}.pt")
     assert not list(out.glob(".*"))  # nothing half-written
-    monkeypatch.setattr("sys.argv", [*base, "--budget", "0"])
-    assert script.main() == 0  # nothing started: runs.tar is left as it was
+    assert main([*base, "--budget", "0", "--rows", "bisenetv2_xs"]) == 0  # nothing started: runs.tar as it was
     with tarfile.open(out / "runs.tar") as archive:
         assert archive.getnames() == names
     broken = replace(PROFILES["tiny"], common={**PROFILES["tiny"].common, "crop_size": 65})  # not a multiple of 32
     monkeypatch.setitem(PROFILES, "tiny", broken)
-    monkeypatch.setattr("sys.argv", base)
-    assert script.main() == 1  # both rows fail (bad config), each reported; the command says so
+    assert main(base) == 2  # both rows fail (bad config), each reported; the command says so

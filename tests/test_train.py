@@ -14,10 +14,12 @@ import pandas as pd
 import pytest
 import torch
 
+from facelib.checkpoint import load_checkpoint, model_from_checkpoint
+from facelib.config import TrainConfig, preset_config
 from facelib.errors import ConfigError, RunBusyError
-from facelib.infer import load_checkpoint, model_from_checkpoint
-from facelib.outputs import exclusive
-from facelib.train import TrainBatches, TrainConfig, identify, lr_factor, preset_config, run_key, train
+from facelib.outputs import exclusive, shown_path
+from facelib.run import identify, run_key
+from facelib.train import TrainBatches, lr_factor, train
 from tests.conftest import QUICK_RUN
 
 
@@ -91,7 +93,9 @@ def test_run_directory_holds_what_the_report_needs(quick_run):
     assert {"config.json", "metrics.csv", "summary.json", "README.md"} <= {p.name for p in run_dir.iterdir()}
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["finished"] and summary["key"] == run_dir.name
-    assert summary["config"] == quick_run["config_object"].to_dict()
+    config = quick_run["config_object"]
+    assert summary["config"] == config.to_dict() | {"data": shown_path(config.data)}  # records: no machine path
+    assert not Path(summary["config"]["data"]).is_absolute() and not Path(summary["run_dir"]).is_absolute()
     for part in ("best", "final"):
         scores = summary[part]
         assert {"mIoU", "mF1", "mFscore_ref", "per_image_F", "per_class", "confusion"} <= set(scores)
@@ -165,6 +169,7 @@ def _ddp_worker(rank: int, world: int, port: int, config: dict, base: str) -> No
     torch.distributed.destroy_process_group()
 
 
+@pytest.mark.slow
 def test_ddp_two_gloo_processes_agree_on_metrics(synthetic_root, tmp_path):
     config = {**QUICK_RUN, "data": str(synthetic_root), "iterations": 4, "val_interval": 2, "batch_size": 4}
     torch.multiprocessing.spawn(_ddp_worker, args=(2, _free_port(), config, str(tmp_path)), nprocs=2, join=True)
@@ -212,14 +217,14 @@ def test_cuda_run_uses_bf16_and_channels_last(synthetic_root, tmp_path, monkeypa
 
 
 def test_normalization_histogram_is_exact():
-    from facelib.train import _normalization
+    from facelib.run import training_normalization as normalization
 
     generator = torch.Generator().manual_seed(0)
     images = torch.randint(0, 256, (70, 9, 11, 3), dtype=torch.uint8, generator=generator)
     pixels = images.reshape(-1, 3).double()
     expected = ([round(float(v), 2) for v in pixels.mean(0)], [round(float(v), 2) for v in pixels.std(0, correction=0)])
-    assert _normalization(images) == expected
-    assert _normalization([image.numpy() for image in images]) == expected  # mixed-size path (a list)
+    assert normalization(images) == expected
+    assert normalization([image.numpy() for image in images]) == expected  # mixed-size path (a list)
 
 
 def test_finished_run_without_its_checkpoint_is_trained_again_when_asked(quick_run, tmp_path):
@@ -247,7 +252,8 @@ def test_committed_runs_keep_their_keys():
 
 
 def test_cpu_levers_are_runtime_settings_with_cpu_defaults():
-    from facelib.train import RUNTIME_FIELDS, loader_workers
+    from facelib.config import RUNTIME_FIELDS
+    from facelib.run import loader_workers
 
     base = TrainConfig()
     assert {"workers", "channels_last", "threads", "keep_memory", "compile"} <= set(RUNTIME_FIELDS)
@@ -262,7 +268,8 @@ def test_cpu_levers_are_runtime_settings_with_cpu_defaults():
 def test_presized_cache_gives_the_same_batches_and_class_weights(synthetic_root, tmp_path):
     """Resizing the decoded pairs once (the default) feeds the loop exactly what resizing at every draw
     did, augmentation seeds included; the class weights still come from the pairs at their own size."""
-    from facelib.train import build_criterion, identify, load_sets
+    from facelib.run import identify, load_sets
+    from facelib.train import build_criterion
 
     config = TrainConfig(data=str(synthetic_root), **{**QUICK_RUN, "augment": "full", "loss": "wce_lovasz_dice"})
     runs = []
@@ -280,7 +287,7 @@ def test_presized_cache_gives_the_same_batches_and_class_weights(synthetic_root,
 
 
 def test_keeping_freed_memory_applies_on_linux():
-    from facelib.train import keep_freed_memory
+    from facelib.run import keep_freed_memory
 
     if platform.system() == "Linux" and platform.libc_ver()[0] == "glibc":
         assert keep_freed_memory()

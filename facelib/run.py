@@ -1,0 +1,332 @@
+"""A training run's identity and records: one flat config, its presets, the run key, where the run's files
+live, its data (found, split, fingerprinted, decoded) and the summary written when it ends.
+
+A run's identity (`run_key`) is a hash of its config and a fingerprint of its data (file names and sizes,
+the split, the label corrections), leaving out where it runs (device, process count, data path, workers),
+so a run made on a GPU machine is found again by a report assembled on a CPU. Results live in
+`results/runs/<key>/` (config.json, metrics.csv, summary.json), checkpoints in `checkpoints/<key>/`
+(last.pt to resume, best.pt by validation mF1).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import datetime
+import hashlib
+import json
+import math
+import os
+import platform
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from facelib.audit import audit
+from facelib.augment import eval_transform, resize, train_transform
+from facelib.config import RUNTIME_FIELDS, TrainConfig
+from facelib.data import SegmentationDataset, discover, load_or_make_split
+from facelib.labels import CLASS_NAMES, NUM_CLASSES
+from facelib.outputs import atomic_path, commit, machine, shown_paths, write_text
+
+
+def data_fingerprint(dataset, split, corrections: Mapping[str, list[str]]) -> str:
+    """Hash of what the run reads: each pair's file names and sizes, the split, and any label corrections."""
+    items = [
+        (s.stem, s.image.name, s.image.stat().st_size, s.mask.name, s.mask.stat().st_size) for s in dataset.samples
+    ]
+    content = {"pairs": items, "train": split.train, "val": split.val, "corrections": dict(sorted(corrections.items()))}
+    return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def run_key(config: TrainConfig, fingerprint: str) -> str:
+    """`<model>-<hash>`: the hash covers the config (minus where it runs) and the data fingerprint."""
+    identity = {k: v for k, v in config.to_dict().items() if k not in RUNTIME_FIELDS}
+    digest = hashlib.sha256(json.dumps({"config": identity, "data": fingerprint}, sort_keys=True).encode())
+    return f"{config.model}-{digest.hexdigest()[:10]}"
+
+
+@dataclass(frozen=True)
+class Processes:
+    """This process's place in a torchrun launch (rank 0 of 1 otherwise)."""
+
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    @classmethod
+    def from_env(cls, device_type: str) -> Processes:
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+        local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        if world > 1 and not torch.distributed.is_initialized():
+            if device_type == "cuda":
+                torch.cuda.set_device(local_rank)  # NCCL binds each process to its own GPU
+            torch.distributed.init_process_group("nccl" if device_type == "cuda" else "gloo")
+        return cls(int(os.environ.get("RANK", "0")), world, local_rank)
+
+    def barrier(self) -> None:
+        if self.world > 1:
+            torch.distributed.barrier()
+
+
+ONE_PROCESS = Processes()
+"""A run in a single process (no torchrun)."""
+
+
+def training_normalization(images: torch.Tensor | list) -> tuple[list[float], list[float]]:
+    """Exact global per-channel mean/std (0..255 units) of the training images, from a histogram of the
+    uint8 values per channel (4x faster than summing in float64, and exact)."""
+    offsets = torch.tensor([0, 256, 512], dtype=torch.int16)
+    counts = torch.zeros(3 * 256, dtype=torch.int64)
+    for start in range(0, len(images), 64):
+        chunk = images[start : start + 64]
+        chunk = (
+            chunk if isinstance(chunk, torch.Tensor) else torch.cat([torch.as_tensor(a).reshape(-1, 3) for a in chunk])
+        )
+        counts += torch.bincount((chunk.reshape(-1, 3).to(torch.int16) + offsets).flatten(), minlength=3 * 256)
+    counts = counts.reshape(3, 256).double()
+    values = torch.arange(256, dtype=torch.float64)
+    total = counts.sum(1)
+    mean = counts @ values / total
+    std = (counts @ values**2 / total - mean**2).sqrt()
+    return [round(float(v), 2) for v in mean], [round(float(v), 2) for v in std]
+
+
+def class_pixels(masks: torch.Tensor | list) -> np.ndarray:
+    return np.stack([np.bincount(np.asarray(m).ravel(), minlength=NUM_CLASSES)[:NUM_CLASSES] for m in masks])
+
+
+def write_json(path: Path, content: Any) -> None:
+    """A run record (committed): paths in it are written relative (`shown_paths`), never as this machine's."""
+    write_text(path, shown_paths(json.dumps(content, indent=1, default=_plain)) + "\n")
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    raise TypeError(f"not JSON-serialisable: {type(value)}")
+
+
+def save_checkpoint(obj: dict[str, Any], path: Path) -> None:
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
+
+
+def versions() -> dict[str, str]:
+    import albumentations
+    import segmentation_models_pytorch
+    import timm
+    import torchvision
+
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "torchvision": torchvision.__version__,
+        "segmentation_models_pytorch": segmentation_models_pytorch.__version__,
+        "timm": timm.__version__,
+        "albumentations": albumentations.__version__,
+        "numpy": np.__version__,
+    }
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"{torch.cuda.get_device_name(device)} (CUDA {torch.version.cuda}); host {machine()}"
+    return f"CPU: {machine()}, {torch.get_num_threads()} torch threads"
+
+
+@dataclass
+class RunPaths:
+    key: str
+    run_dir: Path
+    checkpoint_dir: Path
+
+    @property
+    def summary(self) -> Path:
+        return self.run_dir / "summary.json"
+
+    @property
+    def metrics(self) -> Path:
+        return self.run_dir / "metrics.csv"
+
+    @property
+    def last(self) -> Path:
+        return self.checkpoint_dir / "last.pt"
+
+    @property
+    def best(self) -> Path:
+        return self.checkpoint_dir / "best.pt"
+
+
+@dataclass
+class RunData:
+    """What a run reads: the dataset, its split, label corrections, the cached training and validation sets,
+    and what is derived from the training split (normalisation, class pixel counts)."""
+
+    dataset: Any
+    split: Any
+    split_file: Path
+    corrections: dict[str, list[str]]
+    fingerprint: str
+    train_set: Any = None
+    val_set: Any = None
+    mean: list[float] = field(default_factory=list)
+    std: list[float] = field(default_factory=list)
+    class_pixels: np.ndarray | None = None  # (training images, classes) pixel counts at the data's own size
+
+
+def identify(config: TrainConfig, out: str | Path, procs: Processes = ONE_PROCESS) -> RunData:
+    """Find the data, its split (rank 0 writes a missing split file) and corrections: enough for the run key."""
+    dataset = discover(config.data)
+    if procs.main:  # writes the split file if it is missing; then every process reads the same file
+        load_or_make_split(dataset, out=out, val_fraction=config.val_fraction, seed=config.split_seed)
+    procs.barrier()
+    split, split_file = load_or_make_split(dataset, out=out, val_fraction=config.val_fraction, seed=config.split_seed)
+    corrections = {}
+    if config.corrected_labels:
+        train_stems = set(split.train)
+        corrections = {s: [e.pair for e in ev] for s, ev in audit(dataset).flagged.items() if s in train_stems}
+    return RunData(dataset, split, split_file, corrections, data_fingerprint(dataset, split, corrections))
+
+
+def load_sets(config: TrainConfig, data: RunData, presize: bool = True) -> None:
+    """Decode the training and validation pairs into memory and attach their preprocessing presets.
+
+    `presize`: when the data is not at the working resolution, the decoded training pairs are resized to it
+    once, here, with the preset's own first step (`augment.resize`), which then finds them at size and
+    passes them through unchanged: the same batches, without resizing 512 px arrays at every draw."""
+    data.train_set = SegmentationDataset(
+        data.dataset.by_stem(data.split.train), cache=True, corrections=data.corrections
+    )
+    data.val_set = SegmentationDataset(data.dataset.by_stem(data.split.val), cache=True, image_only=True)
+    data.mean, data.std = training_normalization(data.train_set.cached[0])
+    data.class_pixels = class_pixels(data.train_set.cached[1])  # before any resizing: the class weights' source
+    other_size = data.train_set.image_shapes() != {(config.crop_size, config.crop_size, 3)}
+    if other_size and presize:
+        data.train_set.map_cached(resize(config.crop_size))
+    data.train_set.transform = train_transform(config.augment, config.crop_size, data.mean, data.std, resize=other_size)
+    data.val_set.transform = eval_transform(config.crop_size, data.mean, data.std, resize=other_size)
+
+
+def summarize(
+    config, data, key, paths, stop, history, elapsed, best, final, weights, device, procs, workers
+) -> dict[str, Any]:
+    return {
+        "key": key,
+        "finished": stop >= config.iterations,
+        "iterations_done": stop,
+        "config": config.to_dict(),
+        "data": {
+            "name": data.dataset.name,
+            "fingerprint": data.fingerprint,
+            "n_train": len(data.split.train),
+            "n_val": len(data.split.val),
+            "split_file": data.split_file.name,
+            "corrected_masks": len(data.corrections),
+        },
+        "normalization": {"mean": data.mean, "std": data.std},
+        "class_weights": None if weights is None else [round(float(w), 4) for w in weights],
+        "best": best,
+        "final": final,
+        "train_wall_s": elapsed,
+        "images_per_s": _mean_of(history, "images_per_s"),
+        "data_wait_share": _mean_of(history, "data_wait_share"),
+        "device": device_name(device),
+        "processes": procs.world,
+        "workers": workers,
+        "commit": commit(),
+        "versions": versions(),
+        "written_at": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "run_dir": str(paths.run_dir),
+        "checkpoint_dir": str(paths.checkpoint_dir),
+    }
+
+
+def scores_at(iteration: int, metrics, matrix: torch.Tensor) -> dict[str, Any]:
+    """The validation scores stored per checkpoint: summary, per class IoU/F1, confusion matrix."""
+    return {
+        "iteration": iteration,
+        **{k: round(v, 4) for k, v in metrics.summary().items()},
+        "per_class": {
+            name: {"IoU": _round(100 * iou), "F1": _round(100 * f1)}
+            for name, iou, f1 in zip(CLASS_NAMES, metrics.iou, metrics.f1, strict=True)
+        },
+        "confusion": matrix.tolist(),
+    }
+
+
+def _round(value: float) -> float | None:
+    return None if not math.isfinite(value) else round(float(value), 4)
+
+
+def _mean_of(history: list[dict[str, Any]], column: str) -> float | None:
+    values = [row[column] for row in history if column in row]
+    return float(np.mean(values)) if values else None
+
+
+def run_readme(summary: dict[str, Any]) -> str:
+    best, final, config = summary["best"], summary["final"], summary["config"]
+    line = "| {} | {} | {:.2f} | {:.2f} | {:.2f} | {:.2f} |"
+    rows = [line.format(name, s["iteration"], s["mIoU"], s["mF1"], s["mFscore_ref"], s["per_image_F"])
+            for name, s in (("best (by mF1)", best), ("final", final)) if s]  # fmt: skip
+    return "\n".join(
+        [
+            f"# Run {summary['key']}",
+            "",
+            f"{config['model']} on {summary['data']['name']} ({summary['data']['n_train']} train / "
+            f"{summary['data']['n_val']} val), {config['iterations']} iterations of batch {config['batch_size']} at "
+            f"{config['crop_size']}x{config['crop_size']}, loss `{config['loss']}`, augmentation `{config['augment']}`.",
+            "",
+            "| checkpoint | iteration | mIoU | mF1 | mFscore (reference-style) | per-image F |",
+            "|---|---:|---:|---:|---:|---:|",
+            *rows,
+            "",
+            f"Trained on {summary['device']} ({summary['processes']} process(es)) in {summary['train_wall_s']:.0f} s, "
+            f"{summary['images_per_s']:.1f} images/s, {100 * summary['data_wait_share']:.1f}% of loop time waiting "
+            f"for data; commit {summary['commit']}, {summary['written_at']}.",
+            "",
+        ]
+    )
+
+
+def loader_workers(config: TrainConfig, device: torch.device) -> int:
+    """DataLoader workers: the config's, else 0 on a CPU (on 2 cores a worker process competes with the two
+    compute threads and the loop gets slower; augmenting in the main process costs a few % of a step) and 4
+    on CUDA (where the step waits for nothing else)."""
+    if config.workers is not None:
+        return config.workers
+    return 4 if device.type == "cuda" else 0
+
+
+def keep_freed_memory() -> bool:
+    """Tell glibc's malloc to serve large blocks from the heap (no mmap) and never trim it, so the tensors
+    each training step frees are reused by the next step instead of being returned to the system and
+    page-faulted back in (about a quarter of a CPU step at 256 px). Allocator behaviour only: every value is
+    unchanged. Returns whether it applied (Linux with glibc)."""
+    if platform.system() != "Linux":
+        return False
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return False
+    m_trim_threshold, m_mmap_max = -1, -4  # from glibc's malloc.h
+    return bool(libc.mallopt(m_mmap_max, 0)) and bool(libc.mallopt(m_trim_threshold, 2**31 - 1))
+
+
+def prepare_cpu(config: TrainConfig, device: torch.device) -> None:
+    """The process-wide CPU settings of a run: intra-op threads and the allocator (see `keep_freed_memory`)."""
+    if device.type != "cpu":
+        return
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    if config.keep_memory:
+        keep_freed_memory()
