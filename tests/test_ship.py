@@ -19,6 +19,7 @@ from facelib.cli import main
 from facelib.config import TrainConfig
 from facelib.errors import ConfigError, DataError, ReportError
 from facelib.experiments import Report
+from facelib.outputs import shown_path
 from facelib.profiles import PROFILES, TABLES, table_rows
 from facelib.ship import DEFAULT_MODEL, default_model, half_checkpoint, ship
 from facelib.tables import Run, best_run
@@ -55,7 +56,7 @@ def test_shipped_file_is_fp16_and_predicts_like_the_checkpoint(shipped, quick_ru
 def test_shipped_file_is_evaluated_as_shipped_and_its_card_states_those_scores(shipped, quick_run):
     for variant in ("tta_none", "tta_flip", "tta_none-corrected"):
         record = json.loads((shipped["run_dir"] / f"eval-val-{variant}-fp16.json").read_text())
-        assert record["checkpoint"] == str(shipped["target"])
+        assert record["checkpoint"] == shown_path(shipped["target"])  # records: no machine path
     plain = json.loads((shipped["run_dir"] / "eval-val-tta_none-fp16.json").read_text())
     card = shipped["target"].with_suffix(".md").read_text()
     assert f"| `model.pt` | TTA none, original labels | {plain['mIoU']:.2f} | {plain['mF1']:.2f} |" in card
@@ -65,7 +66,7 @@ def test_shipped_file_is_evaluated_as_shipped_and_its_card_states_those_scores(s
     assert "`fastscnn`" in card and "trained, " in card and "under)" in card
     assert f"{quick_run['config']['iterations']} iterations of batch {quick_run['config']['batch_size']}" in card
     assert "71.61" in card and "not above the reference" in card  # a 60-iteration synthetic run is not
-    assert "synthetic faces" in card and f"--checkpoint {shipped['target']}" in card
+    assert "synthetic faces" in card and f"--checkpoint {shown_path(shipped['target'])}" in card
     assert not list(shipped["target"].parent.glob(".*tmp*"))  # nothing half-written left behind
 
 
