@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import datetime
 import fcntl
+import functools
 import os
 import platform
 import re
@@ -118,8 +119,11 @@ def _git(*args: str) -> str:
         return ""
 
 
+@functools.cache
 def commit() -> str:
-    """The facelib commit that is running, with "+dirty" when tracked files have uncommitted changes.
+    """The facelib commit that is running, with "+dirty" when tracked files have uncommitted changes: read
+    once per process (training calls it when it starts), so a long run records the code it started with even
+    when the checkout moves on while it trains.
 
     `FACELIB_COMMIT` overrides it, for copies of the tree whose git metadata is not the source's (the GPU
     machine receives such a copy: pass the source's commit along)."""

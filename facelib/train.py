@@ -38,7 +38,7 @@ from facelib.errors import ConfigError
 from facelib.labels import NUM_CLASSES
 from facelib.losses import CompositeLoss, loss_config
 from facelib.models import build_model
-from facelib.outputs import atomic_path, exclusive, write_text
+from facelib.outputs import atomic_path, commit, exclusive, write_text
 from facelib.run import (
     ONE_PROCESS,
     Processes,
@@ -228,6 +228,7 @@ def train(
     leases); the returned summary then has `"finished": False`. `require_checkpoint`: a finished run whose
     best.pt is not here (results are committed, checkpoints are not) is trained again from the start.
     """
+    commit()  # read now: the run records the code it started with
     device = resolve_device(config.device, int(os.environ.get("LOCAL_RANK", "0")))
     procs = Processes.from_env(device.type)
     if config.batch_size % procs.world or config.batch_size // procs.world < 2:
