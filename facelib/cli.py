@@ -33,23 +33,9 @@ def _synth(args: argparse.Namespace) -> list[Path]:
 
 
 def _models(args: argparse.Namespace) -> list[Path]:
-    from facelib.models import MODELS, PARAMETER_CAP, model_spec  # lazy: --help stays fast
-    from facelib.models.profile import model_table, table_note  # lazy: --help stays fast
-    from facelib.outputs import provenance, write_table  # lazy: --help stays fast
+    from facelib.models.profile import write_models_table  # lazy: --help stays fast
 
-    names = [model_spec(name).name for name in args.only.split(",")] if args.only else list(MODELS)
-    table = model_table(names, args.size, args.threads, args.repeats, latency=not args.no_latency)
-    print(table.to_string(float_format="{:.2f}".format, line_width=200))
-    print(f"cap: fewer than {PARAMETER_CAP:,} trainable parameters (fits_cap counts auxiliary heads, as facelib "
-          f"does; fits_cap_deployed counts backbone + decode head, as the reference did)")  # fmt: skip
-    stem = (
-        "models" if args.size == 512 and not args.only else f"models_{args.size}px" + ("_subset" if args.only else "")
-    )
-    note = (
-        f"{table_note(args.size, args.threads, args.repeats)} {provenance('none (untrained models, random weights)')}"
-    )
-    title = f"Models: parameters, FLOPs and CPU latency at {args.size}x{args.size}"
-    return write_table(table, Path(args.out) / "tables" / stem, title, note, ".4g")
+    return write_models_table(args.only, args.size, args.threads, args.repeats, not args.no_latency, args.out)
 
 
 def _train(args: argparse.Namespace) -> list[Path]:
@@ -192,6 +178,16 @@ def _bench(args: argparse.Namespace) -> list[Path]:
     from facelib.checkpoint import resolve_device  # lazy: --help stays fast
     from facelib.latency import INFER_BACKENDS, bench_infer, write_bench  # lazy: --help stays fast
 
+    if args.target == "anchor":
+        from facelib.latency import ANCHOR, anchor_latency  # lazy: --help stays fast
+
+        table = anchor_latency(args.model.split(","), args.size, args.threads, args.repeats)
+        print(table.to_string(float_format="{:.3g}".format))
+        stem = f"anchor_{'_'.join(args.model.split(','))}_{args.size}px_t{args.threads}"
+        title = (
+            f"ONNX Runtime float32 latency as a multiple of {ANCHOR}, {args.size}px, batch 1, {args.threads} threads"
+        )
+        return write_bench(table, stem, title, "none (untrained models, random inputs)", args.out)
     if args.target == "train":
         models = (args.model or "fastscnn").split(",")
         args.model = models[0]
@@ -387,6 +383,12 @@ def build_parser() -> argparse.ArgumentParser:
     bench_train.add_argument("--steps", type=int, default=20, help="timed batches per stage (default: 20)")
     bench_train.add_argument("--warmup", type=int, default=5, help="untimed batches first (default: 5)")
     bench_train.add_argument("--out", default="results", help="results folder: writes OUT/bench/ (default: results)")
+    anchor = targets.add_parser("anchor", help="ONNX Runtime latency as a multiple of torchvision's LR-ASPP")
+    anchor.add_argument("--model", default="fastscnn,lraspp_mobilenetv3", help="comma-separated registered models")
+    anchor.add_argument("--size", type=int, default=512, help="square input side (default: 512)")
+    anchor.add_argument("--threads", type=int, default=2, help="ONNX Runtime intra-op threads (default: 2)")
+    anchor.add_argument("--repeats", type=int, default=20, help="timed calls per model (default: 20)")
+    anchor.add_argument("--out", default="results", help="results folder: writes OUT/bench/ (default: results)")
     bench_infer = targets.add_parser("infer", help="CPU latency per backend: eager, compile, ONNX fp32 and int8")
     which = bench_infer.add_mutually_exclusive_group(required=True)
     which.add_argument("--model", help="a registered model name (untrained weights)")

@@ -6,11 +6,13 @@ import statistics
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from pathlib import Path
 
 import pandas as pd
 import torch
 
-from facelib.models import MODELS, PARAMETER_CAP, Segmenter, build_model, fits_cap, parameter_breakdown
+from facelib.models import MODELS, PARAMETER_CAP, Segmenter, build_model, fits_cap, model_spec, parameter_breakdown
+from facelib.outputs import provenance, write_table
 
 
 def inference_flops(model: Segmenter, size: int = 512) -> int:
@@ -93,3 +95,18 @@ def table_note(size: int, threads: int, repeats: int, deployed_cap: bool = True)
         f"the unit mmsegmentation calls FLOPs). cpu_ms: median of {repeats} eval-mode forward passes at "
         f"{size}x{size}, batch 1, {threads} threads, PyTorch eager float32, untrained weights."
     )
+
+
+def write_models_table(
+    only: str | None, size: int, threads: int, repeats: int, latency: bool, out: str | Path
+) -> list[Path]:
+    """`facelib models`: print the table and write it to OUT/tables/models*.{csv,md} with its provenance."""
+    names = [model_spec(name).name for name in only.split(",")] if only else list(MODELS)
+    table = model_table(names, size, threads, repeats, latency=latency)
+    print(table.to_string(float_format="{:.2f}".format, line_width=200))
+    print(f"cap: fewer than {PARAMETER_CAP:,} trainable parameters (fits_cap counts auxiliary heads, as facelib "
+          f"does; fits_cap_deployed counts backbone + decode head, as the reference did)")  # fmt: skip
+    stem = "models" if size == 512 and not only else f"models_{size}px" + ("_subset" if only else "")
+    note = f"{table_note(size, threads, repeats)} {provenance('none (untrained models, random weights)')}"
+    title = f"Models: parameters, FLOPs and CPU latency at {size}x{size}"
+    return write_table(table, Path(out) / "tables" / stem, title, note, ".4g")
