@@ -118,10 +118,13 @@ PROFILES: dict[str, Profile] = {
                 "Table 4's settings are `facelib train cpu`'s; Table 2's losses are the reference's rows with "
                 "everything but the decode head's cross-entropy on every 4th pixel (`_coarse4`), which cost "
                 "2-4x less on a CPU and scored like the exact loss (README);",
-                "time on the 2-core machine that trained them (training images/s measured in these runs, "
-                "validation included): Table 1 about 6 x 9 min, Table 2 about 4 x 11 min more (its CE row is "
-                "Table 1's `full` run), Table 4 about 23 min (LR-ASPP), 35 (Fast-SCNN) and MEASURE; runs over an "
-                "hour train in parts (`facelib runs --time-limit`), resuming from their checkpoints;",
+                "time on the 2-core machine that trains them, measured in these runs: Table 1 about 7 min a row "
+                "(30 images/s) and its seed-1 repeat; Table 2 about 10-11 min for each of its 4 coarse rows (its CE "
+                "row is Table 1's `full` run; 19-21 images/s in the CPU lever table); Table 4 22 min for LR-ASPP "
+                "(30.8 images/s) and its seed-1 repeat, about 34 min for Fast-SCNN (18.5-23 images/s while it had "
+                "the cores alone); DeepLabV3+ and BiSeNetV2-XS not yet measured, estimated at about 70 and 110 min "
+                "from their CPU latency (3x and 5x LR-ASPP's). In all about 6 hours of the 2-core machine; runs "
+                "over an hour train in parts (`facelib runs --time-limit`), resuming from their checkpoints;",
             ),
         ),
         Profile(
