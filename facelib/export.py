@@ -31,7 +31,7 @@ from facelib.checkpoint import (
 from facelib.data import discover, load_or_make_split, read_photo
 from facelib.errors import ConfigError, DataError
 from facelib.labels import PALETTE
-from facelib.outputs import atomic_path, commit
+from facelib.outputs import atomic_path, commit, shown_path
 
 OPSET = 18  # the dynamo exporter's native opset; onnxruntime's CPU provider runs it (>= 1.16)
 PARITY_TOLERANCE = 1e-3  # max |logit difference| accepted between ONNX Runtime and PyTorch
@@ -154,7 +154,7 @@ def checkpoint_metadata(content: dict[str, Any], checkpoint: str | Path, opset: 
         "run_key": content.get("run_key"),
         "iteration": content.get("iteration"),
         "metrics": content.get("metrics", {}),
-        "source_checkpoint": str(checkpoint),
+        "source_checkpoint": shown_path(checkpoint),
         "opset": opset,
         "exported_by_commit": commit(),
         "exported_at": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
@@ -166,6 +166,10 @@ def write_metadata(path: str | Path, values: dict[str, Any]) -> None:
     import onnx
 
     graph = onnx.load(str(path))
+    for node in graph.graph.node:  # the exporter's debugging notes: stack traces with this machine's paths
+        keep = [p for p in node.metadata_props if not p.key.startswith("pkg.torch.onnx.")]
+        del node.metadata_props[:]
+        node.metadata_props.extend(keep)
     del graph.metadata_props[:]
     for key, value in values.items():
         graph.metadata_props.add(key=key, value=json.dumps(value))

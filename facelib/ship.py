@@ -189,6 +189,7 @@ def model_card(
         lines.append(
             f"- {summary['train_wall_s']:.0f} s of training ({summary['images_per_s']:.0f} images/s) on "
             f"{summary['device']}, commit {summary['commit']}, {summary['written_at']}"
+            + (f" ({summary['commit_note']})" if summary.get("commit_note") else "")
         )
     else:
         lines.append("- the run's summary.json was not found beside it: training time and device unknown here")
