@@ -122,8 +122,9 @@ PROFILES: dict[str, Profile] = {
                 "(30 images/s) and its seed-1 repeat; Table 2 about 10-11 min for each of its 4 coarse rows (its CE "
                 "row is Table 1's `full` run; 19-21 images/s in the CPU lever table); Table 4 22 min for LR-ASPP "
                 "(30.8 images/s) and its seed-1 repeat, about 34 min for Fast-SCNN (18.5-23 images/s while it had "
-                "the cores alone); DeepLabV3+ and BiSeNetV2-XS not yet measured, estimated at about 70 and 110 min "
-                "from their CPU latency (3x and 5x LR-ASPP's). In all about 6 hours of the 2-core machine; runs "
+                "the cores alone); DeepLabV3+ and BiSeNetV2-XS not yet measured, estimated at about 80 and 105 min "
+                "from their ONNX latency (3.7x and 4.8x LR-ASPP's, `facelib bench anchor`). In all about 6 hours of "
+                "the 2-core machine; runs "
                 "over an hour train in parts (`facelib runs --time-limit`), resuming from their checkpoints;",
             ),
         ),
