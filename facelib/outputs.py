@@ -121,7 +121,8 @@ def _git(*args: str) -> str:
 
 @functools.cache
 def commit() -> str:
-    """The facelib commit that is running, with "+dirty" when tracked files have uncommitted changes: read
+    """The facelib commit that is running, with "+dirty" when tracked files outside results/ have uncommitted
+    changes: read
     once per process (training calls it when it starts), so a long run records the code it started with even
     when the checkout moves on while it trains.
 
@@ -130,7 +131,8 @@ def commit() -> str:
     if os.environ.get("FACELIB_COMMIT"):
         return os.environ["FACELIB_COMMIT"]
     head = _git("rev-parse", "--short", "HEAD") or "unknown"
-    return head + ("+dirty" if _git("status", "--porcelain", "--untracked-files=no") else "")
+    changed = _git("status", "--porcelain", "--untracked-files=no", "--", ":/", ":(top,exclude)results")
+    return head + ("+dirty" if changed else "")  # what commands write (results/) is not the code that ran
 
 
 def machine() -> str:

@@ -247,7 +247,8 @@ def styled(frame: pd.DataFrame):
             return f"{column} (%)"
         return column
 
-    return frame.rename(columns=header).style.format(precision=2, thousands=",", na_rep="–")
+    shown = frame.rename(columns=lambda column: header(column).replace("_", " "))  # headers may wrap: narrower
+    return shown.style.format(precision=2, thousands=",", na_rep="–")
 
 
 def per_class_table(runs: Sequence[Run]) -> pd.DataFrame:
