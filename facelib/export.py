@@ -267,6 +267,6 @@ def quantize_int8(source: str | Path, target: str | Path, calibration: Sequence[
             calibrate_method=q.CalibrationMethod.Percentile, extra_options={"CalibPercentile": CALIBRATION_PERCENTILE},
         )  # fmt: skip
     write_metadata(
-        target, {**metadata, "precision": "int8", "calibration": described_as, "quantized_from": str(source)}
+        target, {**metadata, "precision": "int8", "calibration": described_as, "quantized_from": shown_path(source)}
     )
     return Path(target)
