@@ -206,6 +206,10 @@ class Report:
         samples = self.dataset.by_stem(stems)
         return [read_image(s.image) for s in samples], [read_mask(s.mask) for s in samples]
 
+    def masks(self, stems: Sequence[str]) -> list[np.ndarray]:
+        """Decoded masks of the given stems (for statistics that need no photo)."""
+        return [read_mask(sample.mask) for sample in self.dataset.by_stem(stems)]
+
     def table_runs(self, table: str, field: str, values: Sequence[Any], **fixed: Any) -> list[Run]:
         """One run per value of `field` (e.g. augment over the augmentation presets)."""
         return [self.run(table, str(value), **{field: value}, **fixed) for value in values]

@@ -6,15 +6,19 @@ statistics and the per-image averages are both available without a second pass.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import torch
+import torch.nn.functional as F
 
 from facelib.data import FaceDataset, Sample, Split, load_dataset, load_or_make_split, read_image
 from facelib.labels import CLASS_NAMES, NUM_CLASSES, read_mask
+from facelib.metrics import ConfusionMatrix
 from facelib.outputs import provenance, save_figure, write_table
 
 
@@ -123,6 +127,29 @@ def class_weights(class_pixels: np.ndarray) -> pd.DataFrame:
         {"id": range(NUM_CLASSES), "inv_sqrt_freq": inv_sqrt, "median_freq": median_freq},
         index=pd.Index(CLASS_NAMES, name="class"),
     )
+
+
+def resolution_ceiling(masks: Sequence[np.ndarray], sides: Sequence[int], worst: int = 3) -> pd.DataFrame:
+    """The best scores any model working at `side` x `side` px can reach on these masks: a perfect model's
+    class probabilities there are the mask's one-hot classes averaged over each low-resolution pixel; they are
+    resized back bilinearly (as predictions are) and scored against the original mask. It separates what a
+    training resolution costs from what a model fails to learn; the `worst` classes show where the cost falls."""
+    rows = []
+    for side in sides:
+        confusion = ConfusionMatrix()
+        for mask in masks:
+            target = torch.from_numpy(np.asarray(mask, dtype=np.int64))
+            onehot = F.one_hot(target.clamp(0, NUM_CLASSES - 1), NUM_CLASSES).permute(2, 0, 1)[None].float()
+            onehot *= (target < NUM_CLASSES).float()  # ignored pixels vote for no class
+            low = F.interpolate(onehot, size=(side, side), mode="area")
+            scores = F.interpolate(low, size=target.shape, mode="bilinear", align_corners=False)
+            confusion.update(target, scores.argmax(1)[0])
+        scored = confusion.compute()
+        iou = scored.per_class()["IoU"].dropna().sort_values()
+        lowest = ", ".join(f"{name} {value:.1f}" for name, value in iou.head(worst).items())
+        summary = scored.summary()
+        rows.append((side, summary["mIoU"], summary["mF1"], summary["per_image_F"], lowest))
+    return pd.DataFrame(rows, columns=["side (px)", "mIoU", "mF1", "per_image_F", f"lowest {worst} IoU"])
 
 
 def class_frequency_figure(table: pd.DataFrame, title: str):

@@ -6,7 +6,7 @@ from PIL import Image
 
 from facelib.data import discover, make_split
 from facelib.labels import write_mask
-from facelib.stats import class_table, class_weights, normalization, rgb_table, scan
+from facelib.stats import class_table, class_weights, normalization, resolution_ceiling, rgb_table, scan
 
 
 @pytest.fixture
@@ -61,3 +61,16 @@ def test_class_weights_by_hand():
     balanced = np.array([150 / 200, 10 / 100, 40 / 100])  # pixels over pixels of images containing the class
     assert weights["median_freq"].to_numpy()[:3] == pytest.approx(np.median(balanced) / balanced)
     assert (weights["inv_sqrt_freq"].to_numpy()[3:] == 0).all()
+
+
+def test_resolution_ceiling_is_perfect_at_full_size_and_loses_thin_parts_below():
+    """A 1 px necklace line survives at the mask's own size and vanishes at a quarter of it, where it still
+    counts (IoU 0) because it is in the ground truth; ignored pixels are never scored."""
+    mask = np.ones((16, 16), np.uint8)  # skin
+    mask[:, :8] = 0  # background
+    mask[:, 11] = 16  # neck_l, 1 px wide
+    mask[:2, :2] = 255  # ignored
+    table = resolution_ceiling([mask], (16, 4)).set_index("side (px)")
+    assert table.loc[16, ["mIoU", "mF1", "per_image_F"]].tolist() == pytest.approx([100, 100, 100])
+    assert table.loc[4, "lowest 3 IoU"].startswith("neck_l 0.0")
+    assert table.loc[4, "mIoU"] < 100 * 2 / 3 + 1e-6  # neck_l scores 0 of the three classes
