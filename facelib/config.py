@@ -115,6 +115,13 @@ TRAIN_PRESETS: dict[str, dict[str, Any]] = {
         "iterations": 5000,
         "val_interval": 500,
     },
+    "cpu-long": {  # the cpu recipe for the reference's own sample count: 24k iterations of batch 8 = 192k samples
+        "crop_size": 256,
+        "loss": "wce_lovasz_dice_coarse4",
+        "lr": 2e-3,
+        "iterations": 24000,
+        "val_interval": 1000,
+    },
     "cpu-quick": {
         "crop_size": 128,
         "iterations": 300,
