@@ -119,24 +119,25 @@ def _ship(args: argparse.Namespace) -> list[Path]:
         raise ConfigError("name a checkpoint (file, run folder or run key) or --best PROFILE, not both or neither")
     if args.best:
         from facelib.experiments import Report  # lazy: --help stays fast
-        from facelib.tables import best_run  # lazy: --help stays fast
+        from facelib.tables import best_run, choice  # lazy: --help stays fast
 
         report = Report(args.best, args.data, args.device, args.out, args.checkpoints, train_missing=False)
         runs, missing = report.finished_rows("comparison")
         if not runs:
             raise ConfigError(f"profile {args.best} has no finished Table 4 run yet (facelib runs --profile "
                               f"{args.best} --table comparison trains them)")  # fmt: skip
-        winner = best_run(runs)
+        noise = report.measured_noise("comparison", runs)
+        winner = best_run(runs, noise)
         checkpoint = report.checkpoint(winner)
-        selection = (f"the best by validation mF1, among the runs under the parameter cap, of profile `{args.best}`'s "
-                     f"Table 4 rows {', '.join(f'`{r.label}`' for r in runs)}")  # fmt: skip
+        selection = (f"{choice(runs, noise)}, among profile `{args.best}`'s Table 4 rows "
+                     f"{', '.join(f'`{r.label}`' for r in runs)}")  # fmt: skip
         if missing and not args.allow_missing:
             raise ConfigError(f"profile {args.best}'s Table 4 rows {', '.join(missing)} are not in the run cache "
                               f"{Path(args.out) / 'runs'}; train them (facelib runs --profile {args.best} --table "
                               "comparison), or pass --allow-missing to choose among the finished rows")  # fmt: skip
         if missing:
             selection += f" (rows {', '.join(f'`{m}`' for m in missing)} were not trained yet)"
-        print(f"{winner.label} ({winner.key}), validation mF1 {winner.summary['best']['mF1']:.2f}: {selection}")
+        print(f"{winner.label} ({winner.key}): {selection}")
     else:
         checkpoint, selection = _checkpoint_path(args.checkpoint), None
     target = Path(args.to) if args.to else DEFAULT_MODEL

@@ -35,6 +35,7 @@ from facelib.tables import (
     Noise,
     Run,
     best_run,
+    choice,
     styled,
 )
 from facelib.train import train
@@ -180,9 +181,10 @@ class Report:
                         f"Model: the shipped `{shipped.name}` (what `facelib predict` uses without `--checkpoint`): "
                         f"`{label}`, run `{key}`, fp16 weights of its best checkpoint."
                     )  # fmt: skip
-        winner = best_run(self.table_rows("comparison", want_checkpoint=True))
-        checkpoint = self.checkpoint(winner)
-        return winner, checkpoint, f"Model: `{winner.label}` (run `{winner.key}`), the best of Table 4 by mF1."
+        runs = self.table_rows("comparison", want_checkpoint=True)
+        noise = self.measured_noise("comparison", runs)
+        winner = best_run(runs, noise)
+        return winner, self.checkpoint(winner), f"Model: {choice(runs, noise)}; run `{winner.key}`."
 
     def checkpoint(self, run: Run) -> Path:
         """The best checkpoint of a run: from checkpoints/, else shipped weights; an error names both places."""
@@ -245,6 +247,14 @@ class Report:
 
         a, b = scores(original), scores(repeat)
         return Noise(row, {m: abs(a[m] - b[m]) for m in HEADLINE}, original, repeat)
+
+    def measured_noise(self, table: str, runs: Sequence[Run]) -> Noise | None:
+        """`noise`, or None when its repeat run is missing and this report may not train it (choosing a model
+        among finished rows then falls back to the highest score)."""
+        try:
+            return self.noise(table, runs)
+        except ReportError:
+            return None
 
     def finished_rows(self, table: str) -> tuple[list[Run], list[str]]:
         """The table's rows whose runs are finished in the run cache (never training), and the labels of the

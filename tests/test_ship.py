@@ -22,7 +22,7 @@ from facelib.experiments import Report
 from facelib.outputs import shown_path
 from facelib.profiles import PROFILES, TABLES, table_rows
 from facelib.ship import DEFAULT_MODEL, default_model, half_checkpoint, ship
-from facelib.tables import Run, best_run
+from facelib.tables import Noise, Run, best_run, choice
 
 
 @pytest.fixture(scope="module")
@@ -145,6 +145,20 @@ def test_best_run_never_picks_a_model_over_the_parameter_cap():
     assert best_run(runs).label == "lraspp_mobilenetv3"  # bisenetv2_xs: 2,152,095 trained parameters
     with pytest.raises(ReportError, match="no run under the parameter cap"):
         best_run([_run("bisenetv2_xs", 90.0)])
+
+
+def test_best_run_prefers_the_cheaper_model_when_the_lead_is_within_noise():
+    runs = [_run("deeplabv3plus_mobilenetv4", 70.87), _run("fastscnn", 70.71), _run("lraspp_mobilenetv3", 68.50)]
+    assert best_run(runs).label == "deeplabv3plus_mobilenetv4"  # no noise measured: the top score
+
+    def spread(mf1: float) -> Noise:
+        return Noise("lraspp_mobilenetv3", {"mF1": mf1}, runs[2], runs[2])
+
+    assert best_run(runs, spread(0.10)).label == "deeplabv3plus_mobilenetv4"  # 0.16 ahead, beyond the spread
+    assert "the highest validation mF1" in choice(runs, spread(0.10))
+    assert best_run(runs, spread(0.28)).label == "fastscnn"  # tied with it: 1.8 GFLOPs against 4.6
+    assert "0.16 mF1 more, within the seed spread (0.28)" in choice(runs, spread(0.28))
+    assert best_run(runs, spread(3.0)).label == "lraspp_mobilenetv3"  # all three tied: the cheapest
 
 
 def test_table_rows_follow_the_tables_and_the_profile():
