@@ -119,13 +119,12 @@ PROFILES: dict[str, Profile] = {
                 "everything but the decode head's cross-entropy on every 4th pixel (`_coarse4`), which cost "
                 "2-4x less on a CPU and scored like the exact loss (README);",
                 "time on the 2-core machine that trains them, measured in these runs: Table 1 about 7 min a row "
-                "(30 images/s) and its seed-1 repeat; Table 2 about 10-11 min for each of its 4 coarse rows (its CE "
-                "row is Table 1's `full` run; 19-21 images/s in the CPU lever table); Table 4 22 min for LR-ASPP "
-                "(30.8 images/s) and its seed-1 repeat, about 34 min for Fast-SCNN (18.5-23 images/s while it had "
-                "the cores alone); DeepLabV3+ and BiSeNetV2-XS not yet measured, estimated at about 80 and 105 min "
-                "from their ONNX latency (3.7x and 4.8x LR-ASPP's, `facelib bench anchor`). In all about 6 hours of "
-                "the 2-core machine; runs "
-                "over an hour train in parts (`facelib runs --time-limit`), resuming from their checkpoints;",
+                "(27-30 images/s) and its seed-1 repeat; Table 2 7-10 min for each of its 4 coarse rows (21-29 "
+                "images/s; its CE row is Table 1's `full` run); Table 4 22 min for LR-ASPP (31 images/s) and 21 min "
+                "for its seed-1 repeat, about 34 min for Fast-SCNN (18.5-23 images/s while it had the cores alone), "
+                "46 min for DeepLabV3+ (14.7 images/s) and about 67 min for BiSeNetV2-XS (9.9 images/s over its "
+                "first 500 iterations). In all about 4.5 hours of the 2-core machine; a run over an hour trains in "
+                "parts (`facelib runs --time-limit`), resuming from its checkpoint;",
             ),
         ),
         Profile(
