@@ -169,7 +169,8 @@ class Report:
     def inference_model(self) -> tuple[Run, Path, str]:
         """The model notebook 05 shows, as (its run, the file, a sentence): the shipped default model
         (RESULTS/models/facelib-best.pt, what `facelib predict` uses) when one of this profile's Table 4 runs
-        made it, else the best Table 4 run's best checkpoint."""
+        made it, or another run trained on this profile's data and split (a longer run of Table 4's choice, say);
+        else the best checkpoint of the Table 4 run `best_run` chooses."""
         shipped = self.results / "models" / "facelib-best.pt"
         if shipped.exists():
             key, field = load_checkpoint(shipped).get("run_key"), TABLES["comparison"][0]
@@ -181,10 +182,32 @@ class Report:
                         f"Model: the shipped `{shipped.name}` (what `facelib predict` uses without `--checkpoint`): "
                         f"`{label}`, run `{key}`, fp16 weights of its best checkpoint."
                     )  # fmt: skip
+            other = self._run_on_this_data(key)
+            if other is not None:
+                config = other.config
+                return other, shipped, (
+                    f"Model: the shipped `{shipped.name}` (what `facelib predict` uses without `--checkpoint`): "
+                    f"`{config.model}`, run `{key}`, trained on this profile's data and split but not one of its "
+                    f"Table 4 rows ({config.iterations:,} iterations of batch {config.batch_size} at "
+                    f"{config.crop_size} px, loss `{config.loss}`), fp16 weights of its best checkpoint."
+                )  # fmt: skip
         runs = self.table_rows("comparison", want_checkpoint=True)
         noise = self.measured_noise("comparison", runs)
         winner = best_run(runs, noise)
         return winner, self.checkpoint(winner), f"Model: {choice(runs, noise)}; run `{winner.key}`."
+
+    def _run_on_this_data(self, key: str | None) -> Run | None:
+        """The finished run `key` from the run cache when it trained on this profile's data and split (so the
+        validation photos notebook 05 shows were never its training photos), else None."""
+        summary_file = self.results / "runs" / str(key) / "summary.json"
+        if key is None or not summary_file.exists():
+            return None
+        summary = json.loads(summary_file.read_text())
+        config = TrainConfig.from_dict(summary["config"])
+        mine = identify(self.config("comparison", model=config.model), self.results).fingerprint
+        if not summary.get("finished") or summary.get("data", {}).get("fingerprint") != mine:
+            return None
+        return Run(config.model, config, summary, pd.read_csv(summary_file.parent / "metrics.csv"))
 
     def checkpoint(self, run: Run) -> Path:
         """The best checkpoint of a run: from checkpoints/, else shipped weights; an error names both places."""

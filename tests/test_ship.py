@@ -218,6 +218,24 @@ def test_runs_trains_a_table_row_scores_its_tta_and_ship_best_picks_it(tiny_prof
     assert main([*best[:4], str(shipped), *best[5:]]) == 0
     run, path, described = report.inference_model()
     assert (run.key, path) == (run_dir.name, shipped) and "`facelib predict`" in described
+    # a shipped run outside Table 4 (here: the same row trained longer) on this profile's data and split is shown
+    before = {d.name for d in (results / "runs").iterdir()}
+    longer = ["train", "--model", "fastscnn", "--iterations", "10", "--val-interval", "5", "--crop-size", "64",
+              "--batch-size", "4", "--lr", "5e-3", "--workers", "0", "--val-fraction", "0.2", "--augment", "baseline",
+              "--loss", "ce", "--device", "cpu", "--data", str(synthetic_root), "--out", str(results),
+              "--checkpoints", str(checkpoints)]  # fmt: skip
+    assert main(longer) == 0
+    (key,) = {d.name for d in (results / "runs").iterdir()} - before
+    ship_longer = ["ship", str(checkpoints / key / "best.pt"), "--to", str(shipped), "--no-eval", "--data",
+                   str(synthetic_root), "--out", str(results)]  # fmt: skip
+    assert main(ship_longer) == 0
+    run, path, described = report.inference_model()
+    assert (run.key, path, run.config.iterations) == (key, shipped, 10) and "not one of its Table 4 rows" in described
+    # trained on another split: not this profile's model, so notebook 05 falls back to Table 4's choice
+    assert main([*longer, "--val-fraction", "0.4"]) == 0
+    (other,) = {d.name for d in (results / "runs").iterdir()} - before - {key}
+    assert main([ship_longer[0], str(checkpoints / other / "best.pt"), *ship_longer[2:]]) == 0
+    assert report.inference_model()[0].key == run_dir.name
 
 
 @pytest.mark.skipif(not DEFAULT_MODEL.exists(), reason="no model shipped yet (results/models/facelib-best.pt)")
