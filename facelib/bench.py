@@ -32,7 +32,15 @@ from facelib.errors import ConfigError
 from facelib.latency import synchronizer, timed
 from facelib.losses import CompositeLoss, LossConfig, LovaszSoftmax
 from facelib.run import identify, keep_freed_memory, load_sets, loader_workers, prepare_cpu
-from facelib.train import build_criterion, build_optimizer, build_training_model, to_device, train_loader, train_step
+from facelib.train import (
+    build_criterion,
+    build_optimizer,
+    build_training_model,
+    to_device,
+    train_loader,
+    train_step,
+    training_autocast,
+)
 
 # --- training ----------------------------------------------------------------------------------------------
 
@@ -57,8 +65,8 @@ def bench_train(config, steps: int = 20, warmup: int = 5, out: str | Path = "res
     base = {"model": config.model, "device": _device_label(device), "crop": config.crop_size, "batch": batch,
             "workers": loader_workers(config, device),
             "loss": config.loss if isinstance(config.loss, str) else "custom",
-            "augment": config.augment, "bf16": cuda and config.amp, "channels_last": config.channels_last,
-            "compiled": config.compile}  # fmt: skip
+            "augment": config.augment, "bf16": (cuda and config.amp) or (not cuda and config.cpu_bf16),
+            "channels_last": config.channels_last, "compiled": config.compile}  # fmt: skip
     rows = []
 
     # The data pipeline alone: batches as the training loop receives them (pinned when on CUDA). All workers
@@ -76,7 +84,7 @@ def bench_train(config, steps: int = 20, warmup: int = 5, out: str | Path = "res
     optimizer, _ = build_optimizer(config, model)
     network = torch.compile(model) if config.compile else model
     images, masks = to_device(*first, device, config.channels_last)
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if cuda and config.amp else contextlib.nullcontext()
+    autocast = training_autocast(config, device)
 
     def step_with(loss: torch.nn.Module) -> Callable[[], Any]:
         return lambda: train_step(network, loss, optimizer, images, masks, autocast)

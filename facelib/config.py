@@ -25,6 +25,9 @@ BACKENDS = ("auto", "torch", "onnx")  # auto: by the file's suffix (.onnx: ONNX 
 
 
 RUNTIME_FIELDS = ("data", "device", "workers", "compile", "channels_last", "threads", "keep_memory")
+KEYED_WHEN_SET = {"cpu_bf16": False}
+"""Fields added after runs were cached: a run key counts them only when they differ from this default, so the
+keys (and cached results) of every run that predates them stay valid."""
 """How and where a run happens, not what it computes: left out of the run key."""
 
 
@@ -49,7 +52,8 @@ class TrainConfig:
     val_interval: int = 500  # validate (and checkpoint) every this many iterations
     seed: int = 0  # initialisation, batch order and augmentation
     crop_size: int = 512  # training crop and evaluation input; data of another size is resized to it first
-    amp: bool = True  # bf16 autocast (CUDA only; CPU runs in fp32 either way)
+    amp: bool = True  # bf16 autocast on CUDA
+    cpu_bf16: bool = False  # bf16 autocast on a CPU too: faster where it has AVX512-BF16/AMX, a different computation
     corrected_labels: bool = False  # train on the audit's corrected left/right labels (validation: original)
     split_seed: int = 0  # the train/val split
     val_fraction: float = 0.2  # share of the annotated pairs held out for validation

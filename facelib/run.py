@@ -27,7 +27,7 @@ import torch
 
 from facelib.audit import audit
 from facelib.augment import eval_transform, resize, train_transform
-from facelib.config import RUNTIME_FIELDS, TrainConfig
+from facelib.config import KEYED_WHEN_SET, RUNTIME_FIELDS, TrainConfig
 from facelib.data import SegmentationDataset, discover, load_or_make_split
 from facelib.labels import CLASS_NAMES, NUM_CLASSES
 from facelib.outputs import atomic_path, commit, machine, shown_paths, write_text
@@ -44,7 +44,11 @@ def data_fingerprint(dataset, split, corrections: Mapping[str, list[str]]) -> st
 
 def run_key(config: TrainConfig, fingerprint: str) -> str:
     """`<model>-<hash>`: the hash covers the config (minus where it runs) and the data fingerprint."""
-    identity = {k: v for k, v in config.to_dict().items() if k not in RUNTIME_FIELDS}
+    identity = {
+        k: v
+        for k, v in config.to_dict().items()
+        if k not in RUNTIME_FIELDS and not (k in KEYED_WHEN_SET and v == KEYED_WHEN_SET[k])
+    }
     digest = hashlib.sha256(json.dumps({"config": identity, "data": fingerprint}, sort_keys=True).encode())
     return f"{config.model}-{digest.hexdigest()[:10]}"
 

@@ -194,6 +194,14 @@ def to_device(
     return images, masks
 
 
+def training_autocast(config: TrainConfig, device: torch.device) -> contextlib.AbstractContextManager:
+    """bf16 autocast for the training step: on CUDA with `amp`, on a CPU only with `cpu_bf16` (it pays only on
+    CPUs with bf16 instructions, and it changes the run's numbers, so it is part of the run key)."""
+    if (device.type == "cuda" and config.amp) or (device.type == "cpu" and config.cpu_bf16):
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
 def train_step(
     network: nn.Module,
     criterion: nn.Module,
@@ -353,7 +361,7 @@ def _train_run(
     loader = train_loader(config, data, progress.iteration, stop, procs, device)
     val_loader = validation_loader(config, data, procs, device)
     cuda = device.type == "cuda"
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if cuda and config.amp else contextlib.nullcontext()
+    autocast = training_autocast(config, device)
     bar = tqdm(total=config.iterations, initial=progress.iteration, disable=not talk, desc=key)
     last_miou = next((row["mIoU"] for row in reversed(progress.history) if "mIoU" in row), float("nan"))
     loss_sum, steps, images_seen, wait = torch.zeros((), device=device), 0, 0, 0.0

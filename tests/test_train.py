@@ -19,7 +19,7 @@ from facelib.config import TrainConfig, preset_config
 from facelib.errors import ConfigError, RunBusyError
 from facelib.outputs import exclusive, shown_path
 from facelib.run import identify, run_key
-from facelib.train import TrainBatches, lr_factor, train
+from facelib.train import TrainBatches, lr_factor, train, training_autocast
 from tests.conftest import QUICK_RUN
 
 
@@ -243,12 +243,25 @@ def test_finished_run_without_its_checkpoint_is_trained_again_when_asked(quick_r
 
 def test_committed_runs_keep_their_keys():
     """Every run folder in results/runs is found again under its key by today's config (new fields are either
-    runtime settings, left out of the key, or absent from old configs)."""
+    runtime settings, left out of the key, or keyed only when set: `KEYED_WHEN_SET`)."""
     configs = sorted(Path("results/runs").glob("*/config.json"))
     assert configs, "no committed run folders"
     for path in configs:
         stored = json.loads(path.read_text())
         assert run_key(TrainConfig.from_dict(stored["config"]), stored["data"]) == stored["key"], path
+
+
+def test_cpu_bf16_is_keyed_only_when_set_and_autocasts_only_the_cpu():
+    base = TrainConfig()
+    bf16 = base.replace(cpu_bf16=True)
+    assert run_key(bf16, "d") != run_key(base, "d")
+    assert "cpu_bf16" in base.to_dict()  # saved in checkpoints; left out of the key only at its default
+    cpu = torch.device("cpu")
+    with training_autocast(bf16, cpu):
+        assert torch.get_autocast_dtype("cpu") == torch.bfloat16 and torch.is_autocast_enabled("cpu")
+        assert torch.nn.functional.conv2d(torch.ones(1, 1, 4, 4), torch.ones(1, 1, 3, 3)).dtype == torch.bfloat16
+    with training_autocast(base, cpu):
+        assert not torch.is_autocast_enabled("cpu")
 
 
 def test_cpu_levers_are_runtime_settings_with_cpu_defaults():
