@@ -12,7 +12,6 @@ These are benchmarks, not tests; every table says which machine, libraries and c
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import statistics
 import time
@@ -156,6 +155,7 @@ LEVER_ROWS: tuple[tuple[str, str, dict[str, Any]], ...] = (
     ("all but the loss code", "wce_lovasz_dice", {"loss_impl": "before"}),
     ("all levers", "wce_lovasz_dice", {}),
     ("all levers", "wce_lovasz_dice_coarse4", {}),
+    ("cpu_bf16", "wce_lovasz_dice_coarse4", {"cpu_bf16": True}),
 )
 
 
@@ -171,7 +171,8 @@ def bench_cpu_levers(
     (default: the config's) in one process, so the ratios compare like with like on whatever machine runs it. Levers: `workers` (0: augment in the
     main process), `channels_last`, `presize` (decoded pairs resized to the working resolution once),
     `keep_memory` (`train.keep_freed_memory`; it cannot be undone in a process, so the rows without it run
-    first), the loss implementations (`loss_impl`), threads, and torch.compile (its compile time is a column).
+    first), the loss implementations (`loss_impl`), threads, torch.compile (its compile time is a column) and
+    bf16 autocast (`cpu_bf16`, with the coarse recipe: it pays only on CPUs with bf16 instructions).
     Also the recipe's loss, exact and coarse (`wce_lovasz_dice_coarse4`). `vs_before_ce` and `vs_ce` divide
     each row's images/s by the same model's `before` and `all levers` CE rows."""
     from segmentation_models_pytorch.losses import DiceLoss as SmpDice
@@ -188,7 +189,8 @@ def bench_cpu_levers(
         keep_decoded(False)
     default_threads = torch.get_num_threads()
     plan = [(position, model, name, loss, {"workers": 0, "channels_last": True, "presize": True, "keep_memory": True,
-                                 "loss_impl": "facelib", "threads": default_threads, "compile": False, **changes})
+                                 "loss_impl": "facelib", "threads": default_threads, "compile": False,
+                                 "cpu_bf16": False, **changes})
             for position, (model, (name, loss, changes)) in enumerate(itertools.product(models or [config.model],
                                                                                         LEVER_ROWS))
             if compile or name != "torch.compile"]  # fmt: skip
@@ -198,7 +200,8 @@ def bench_cpu_levers(
         if levers["keep_memory"] and not memory_kept:
             memory_kept = keep_freed_memory()
         run_config = config.replace(model=model, loss=loss, workers=levers["workers"], compile=levers["compile"],
-                                    channels_last=levers["channels_last"], threads=levers["threads"])  # fmt: skip
+                                    channels_last=levers["channels_last"], threads=levers["threads"],
+                                    cpu_bf16=levers["cpu_bf16"])  # fmt: skip
         criterion, _ = build_criterion(run_config, runs[levers["presize"]], device)
         if levers["loss_impl"] == "before":
             criterion.lovasz = LovaszSoftmax(criterion.ce.ignore_index, cpu_shortcuts=False)
@@ -228,7 +231,7 @@ def _loop_seconds(config, data, criterion, steps: int, warmup: int) -> tuple[flo
     optimizer, _ = build_optimizer(config, model)
     network = torch.compile(model) if config.compile else model
     loader = train_loader(config, data, 0, warmup + steps)
-    iteration = _LoopIteration(config, loader, network, criterion, optimizer, device, contextlib.nullcontext())
+    iteration = _LoopIteration(config, loader, network, criterion, optimizer, device, training_autocast(config, device))
     first = time.perf_counter()
     iteration()
     compile_s = time.perf_counter() - first if config.compile else None

@@ -203,7 +203,8 @@ def _bench(args: argparse.Namespace) -> list[Path]:
             title = (f"CPU training loop with and without each lever: {', '.join(models)}, batch "
                      f"{config.batch_size} at {config.crop_size}px, {torch.get_num_threads()} threads")  # fmt: skip
             shown = ["model", "loss", "workers", "threads", "channels_last", "presize", "keep_memory", "loss_impl",
-                     "compile", "images_per_s", "data_wait_share", "compile_s", "vs_before_ce", "vs_ce"]  # fmt: skip
+                     "compile", "cpu_bf16", "images_per_s", "data_wait_share", "compile_s", "vs_before_ce",
+                     "vs_ce"]  # fmt: skip
             print(table[shown].reset_index().to_string(index=False, float_format="{:.3g}".format))
             return write_bench(table, stem, title, args.data, args.out)
         table = bench_train(config, args.steps, args.warmup, args.out)

@@ -122,8 +122,8 @@ PROFILES: dict[str, Profile] = {
                 "(27-30 images/s) and its seed-1 repeat; Table 2 7-10 min for each of its 4 coarse rows (21-29 "
                 "images/s; its CE row is Table 1's `full` run); Table 4 22 min for LR-ASPP (31 images/s) and 21 min "
                 "for its seed-1 repeat, about 34 min for Fast-SCNN (18.5-23 images/s while it had the cores alone), "
-                "46 min for DeepLabV3+ (14.7 images/s) and about 67 min for BiSeNetV2-XS (9.9 images/s over its "
-                "first 500 iterations). In all about 4.5 hours of the 2-core machine; a run over an hour trains in "
+                "46 min for DeepLabV3+ (14.7 images/s) and 66 min for BiSeNetV2-XS (10.1 images/s, in three "
+                "parts). In all about 4.5 hours of the 2-core machine; a run over an hour trains in "
                 "parts (`facelib runs --time-limit`), resuming from its checkpoint;",
             ),
         ),

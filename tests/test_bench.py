@@ -43,6 +43,8 @@ def test_cpu_lever_table_has_each_lever_on_and_off_and_ratios_to_plain_ce(synthe
         assert levered.vs_ce == 1 and before.vs_before_ce == 1 and (rows["images_per_s"] > 0).all()
         assert set(rows["loss"]) == {"ce", "wce_lovasz_dice", "wce_lovasz_dice_coarse4"}
         assert rows.loc["all but the loss code", "loss_impl"] == "before"
+        assert rows["cpu_bf16"].sum() == 1 and rows.loc["cpu_bf16", "cpu_bf16"]  # only its own row autocasts
+        assert rows.loc["cpu_bf16", "loss"] == "wce_lovasz_dice_coarse4"
     assert not (tmp_path / "runs").exists()
 
 
