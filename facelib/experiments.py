@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from facelib.checkpoint import load_checkpoint, resolve_device
-from facelib.config import TrainConfig
+from facelib.config import RUNTIME_FIELDS, TrainConfig
 from facelib.data import discover, keep_decoded, load_or_make_split, read_image
 from facelib.errors import ReportError
 from facelib.infer import evaluate, save_evaluation
@@ -209,6 +209,29 @@ class Report:
             return None
         return Run(config.model, config, summary, pd.read_csv(summary_file.parent / "metrics.csv"))
 
+    def longer_runs(self) -> list[Run]:
+        """Finished runs in the run cache that follow Table 4's recipe on this profile's data and split with more
+        iterations (any registered model, bf16 on the CPU or not): what more samples buy, which notebook 04
+        shows beside Table 4. Found, never trained; ordered by key. Their labels say model, samples and bf16."""
+        field, _, fixed = TABLES["comparison"]
+        base = self.config("comparison", **{field: table_rows(self.profile.name, "comparison")[0]}, **fixed)
+        free = {*RUNTIME_FIELDS, *LONGER_RUN_FIELDS}
+        recipe = {k: v for k, v in base.to_dict().items() if k not in free}
+        found = []
+        for summary_file in sorted((self.results / "runs").glob("*/summary.json")):
+            summary = json.loads(summary_file.read_text())
+            if not summary.get("finished"):
+                continue
+            config = TrainConfig.from_dict(summary["config"])
+            if config.iterations <= base.iterations or {k: config.to_dict()[k] for k in recipe} != recipe:
+                continue
+            if summary.get("data", {}).get("fingerprint") != identify(base, self.results).fingerprint:
+                continue
+            samples = config.iterations * config.batch_size
+            label = f"{config.model}, {samples:,} samples" + (", CPU bf16" if config.cpu_bf16 else "")
+            found.append(Run(label, config, summary, pd.read_csv(summary_file.parent / "metrics.csv")))
+        return found
+
     def checkpoint(self, run: Run) -> Path:
         """The best checkpoint of a run: from checkpoints/, else shipped weights; an error names both places."""
         if run.checkpoint.exists():
@@ -359,6 +382,10 @@ def tta_scores(report: Report, run: Run, tta: str, checkpoint: Path | None = Non
     result = evaluate(checkpoint, report.data, "val", tta, out=report.results, device=report.device)
     save_evaluation(result, checkpoint, report.data, "val", report.results)
     return result.summary
+
+
+LONGER_RUN_FIELDS = ("model", "iterations", "val_interval", "cpu_bf16")
+"""What a longer run of Table 4's recipe may change (`Report.longer_runs`); everything else must match."""
 
 
 # --- training a table's rows in one command ---------------------------------------------------------------

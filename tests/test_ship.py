@@ -231,11 +231,14 @@ def test_runs_trains_a_table_row_scores_its_tta_and_ship_best_picks_it(tiny_prof
     assert main(ship_longer) == 0
     run, path, described = report.inference_model()
     assert (run.key, path, run.config.iterations) == (key, shipped, 10) and "not one of its Table 4 rows" in described
+    (found,) = report.longer_runs()  # notebook 04 lists it beside Table 4
+    assert found.key == key and found.label == "fastscnn, 40 samples"
     # trained on another split: not this profile's model, so notebook 05 falls back to Table 4's choice
     assert main([*longer, "--val-fraction", "0.4"]) == 0
     (other,) = {d.name for d in (results / "runs").iterdir()} - before - {key}
     assert main([ship_longer[0], str(checkpoints / other / "best.pt"), *ship_longer[2:]]) == 0
     assert report.inference_model()[0].key == run_dir.name
+    assert [r.key for r in report.longer_runs()] == [key]  # nor is it a longer run of this profile's Table 4
 
 
 @pytest.mark.skipif(not DEFAULT_MODEL.exists(), reason="no model shipped yet (results/models/facelib-best.pt)")
