@@ -204,8 +204,9 @@ ABOUT = (
 
 def headline(out: Path) -> str:
     """The index's headline table: the Table 4 model the report chose (under the cap, by validation mF1, the
-    cheaper one when tied within noise: `tables.best_run`) beside the reference's best, read from the report's
-    own Table 4 (empty until notebook 04 has written it)."""
+    cheaper one when tied within noise: `tables.best_run`), the longer runs of its recipe under the cap (notebook
+    04's `table4_longer_runs`, when there are some) and the reference's best, read from the report's own tables
+    (empty until notebook 04 has written them)."""
     table = out / "tables" / "table4_models.csv"
     if not table.exists():
         return "<p>No Table 4 yet: the headline appears once notebook 04 has run.</p>"
@@ -217,15 +218,15 @@ def headline(out: Path) -> str:
         return "<p>No Table 4 model is under the parameter cap.</p>"
     chosen = eligible.index[eligible["role"] == "chosen"]  # notebook 04's choice (tables.best_run)
     name = chosen[0] if len(chosen) else eligible["mF1"].idxmax()
-    best, ref = eligible.loc[name], REFERENCE_TABLE4["bisenetv2_xs"]
-    speed = f"{best['x anchor']:.2f}" if "x anchor" in best and pd.notna(best["x anchor"]) else "–"
-    cells = [
-        (f"{name} (this report, chosen under the cap)", f"{best['mIoU']:.2f}", f"{best['mF1']:.2f}",
-         f"{best['mFscore_ref']:.2f}", f"{best['per_image_F']:.2f}", f"{int(best['params']):,}",
-         f"{best['CPU ms']:.0f}", speed, f"{int(best['iterations']) * int(best['batch']):,}"),
-        ("bisenetv2_xs (the reference, GPU)", f"{ref['mIoU']:.2f}", "–", f"{ref['mFscore']:.1f}", "–", "–", "–",
-         "–", f"{24_000 * 8:,}"),
-    ]  # fmt: skip
+    ref = REFERENCE_TABLE4["bisenetv2_xs"]
+    cells = [_headline_row(f"{name} (this report, chosen under the cap)", eligible.loc[name])]
+    longer_table = out / "tables" / "table4_longer_runs.csv"  # notebook 04's longer runs, when there are some
+    if longer_table.exists():
+        longer = pd.read_csv(longer_table, index_col=0)
+        for label, row in longer[longer["fits_cap"].astype(bool)].iterrows():
+            cells.append(_headline_row(f"{label} (this report, a longer run of Table 4's recipe)", row))
+    cells.append(("bisenetv2_xs (the reference, GPU)", f"{ref['mIoU']:.2f}", "–", f"{ref['mFscore']:.1f}", "–",
+                  "–", "–", "–", f"{24_000 * 8:,}"))  # fmt: skip
     header = ("model", "mIoU %", "mF1 %", "mFscore_ref %", "per-image F %", "parameters", "CPU ms (PyTorch, 512 px)",
               "x anchor (ONNX)", "training samples")  # fmt: skip
     rows = "\n".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in cells)
@@ -237,6 +238,14 @@ def headline(out: Path) -> str:
         "x anchor: ONNX Runtime latency as a multiple of torchvision's <code>lraspp_mobilenet_v3_large</code>, "
         "timed in the same run. See page 04 for every model, its noise and its cost.</p>"
     )
+
+
+def _headline_row(label: str, row) -> tuple[str, ...]:
+    """One headline row from a Table 4 (or longer-runs) table row."""
+    speed = f"{row['x anchor']:.2f}" if "x anchor" in row and row["x anchor"] == row["x anchor"] else "–"  # not NaN
+    return (label, f"{row['mIoU']:.2f}", f"{row['mF1']:.2f}", f"{row['mFscore_ref']:.2f}", f"{row['per_image_F']:.2f}",
+            f"{int(row['params']):,}", f"{row['CPU ms']:.0f}", speed,
+            f"{int(row['iterations']) * int(row['batch']):,}")  # fmt: skip
 
 
 def write_index(out: Path, profile: str) -> Path:

@@ -291,3 +291,25 @@ def test_records_show_paths_relative_and_leave_markup_alone():
         shown_paths(text)
         == '<td>results/runs/k</td></style> and/or "~/.cache/facelib/synthetic" https://example.org/a/b'
     )
+
+
+def test_headline_shows_the_chosen_model_and_longer_runs_under_the_cap(tmp_path):
+    from facelib.runner import headline
+
+    columns = {"role": ["chosen", "reference"], "fits_cap": [True, False], "mIoU": [58.0, 62.0], "mF1": [70.7, 74.2],
+               "mFscore_ref": [70.7, 74.2], "per_image_F": [76.1, 78.8], "params": [1456617, 2152095],
+               "CPU ms": [26.1, 82.9], "x anchor": [0.46, 2.15], "iterations": [5000, 5000], "batch": [8, 8]}  # fmt: skip
+    (tmp_path / "tables").mkdir()
+    pd.DataFrame(columns, index=pd.Index(["fastscnn", "bisenetv2_xs"], name="model")).to_csv(
+        tmp_path / "tables" / "table4_models.csv"
+    )
+    page = headline(tmp_path)
+    assert "fastscnn (this report, chosen under the cap)" in page and "bisenetv2_xs (the reference" in page
+    assert "62.00" not in page and "longer run" not in page  # over the cap: compared on page 04, not headlined
+    longer = {**{k: v[:1] for k, v in columns.items()}, "role": ["candidate"], "mIoU": [66.5], "iterations": [24000]}
+    pd.DataFrame(longer, index=pd.Index(["bisenetv2_xs_slimaux, 192,000 samples"], name="run")).to_csv(
+        tmp_path / "tables" / "table4_longer_runs.csv"
+    )
+    page = headline(tmp_path)
+    assert "bisenetv2_xs_slimaux, 192,000 samples (this report, a longer run of Table 4&#x27;s recipe)" in page
+    assert "66.50" in page and "192,000" in page
