@@ -117,6 +117,8 @@ def _ship(args: argparse.Namespace) -> list[Path]:
 
     if bool(args.checkpoint) == bool(args.best):
         raise ConfigError("name a checkpoint (file, run folder or run key) or --best PROFILE, not both or neither")
+    if args.best and args.why:
+        raise ConfigError("--why explains a named checkpoint; with --best the card states how the run was chosen")
     if args.best:
         from facelib.experiments import Report  # lazy: --help stays fast
         from facelib.tables import best_run, choice  # lazy: --help stays fast
@@ -139,7 +141,7 @@ def _ship(args: argparse.Namespace) -> list[Path]:
             selection += f" (rows {', '.join(f'`{m}`' for m in missing)} were not trained yet)"
         print(f"{winner.label} ({winner.key}): {selection}")
     else:
-        checkpoint, selection = _checkpoint_path(args.checkpoint), None
+        checkpoint, selection = _checkpoint_path(args.checkpoint), args.why
     target = Path(args.to) if args.to else DEFAULT_MODEL
     written = ship(checkpoint, target, args.data, args.out, args.device, evaluate=not args.no_eval,
                    card=not args.no_card, selection=selection, onnx=args.onnx)  # fmt: skip
@@ -335,6 +337,8 @@ def build_parser() -> argparse.ArgumentParser:
     ship_.add_argument("checkpoint", nargs="?", help="a checkpoint file, a run folder, or a run key")
     ship_.add_argument("--best", metavar="PROFILE", help="instead: the best Table 4 run under the parameter cap "
                        "in that profile's run cache (by validation mF1, as notebooks 04 and 05 choose it)")  # fmt: skip
+    ship_.add_argument("--why", metavar="PHRASE", help="with a named checkpoint: why it was chosen, a phrase the "
+                       "model card prints after 'chosen as'")  # fmt: skip
     ship_.add_argument("--to", metavar="TARGET.pt", help="where to write (default: results/models/facelib-best.pt)")
     ship_.add_argument("--data", help=DATA_HELP + " (the validation images)")
     ship_.add_argument("--device", default="auto")

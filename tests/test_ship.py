@@ -228,6 +228,9 @@ def test_runs_trains_a_table_row_scores_its_tta_and_ship_best_picks_it(tiny_prof
     (key,) = {d.name for d in (results / "runs").iterdir()} - before
     ship_longer = ["ship", str(checkpoints / key / "best.pt"), "--to", str(shipped), "--no-eval", "--data",
                    str(synthetic_root), "--out", str(results)]  # fmt: skip
+    assert main([*best, "--why", "a longer run"]) == 2  # --best states its own choice
+    assert main([*ship_longer, "--why", "a longer run of Table 4's recipe"]) == 0
+    assert "- chosen as a longer run of Table 4's recipe" in shipped.with_suffix(".md").read_text()
     assert main(ship_longer) == 0
     run, path, described = report.inference_model()
     assert (run.key, path, run.config.iterations) == (key, shipped, 10) and "not one of its Table 4 rows" in described
