@@ -25,7 +25,7 @@ BACKENDS = ("auto", "torch", "onnx")  # auto: by the file's suffix (.onnx: ONNX 
 
 
 RUNTIME_FIELDS = ("data", "device", "workers", "compile", "channels_last", "threads", "keep_memory")
-KEYED_WHEN_SET = {"cpu_bf16": False}
+KEYED_WHEN_SET = {"cpu_bf16": False, "init_from": None}
 """Fields added after runs were cached: a run key counts them only when they differ from this default, so the
 keys (and cached results) of every run that predates them stay valid."""
 """How and where a run happens, not what it computes: left out of the run key."""
@@ -55,6 +55,7 @@ class TrainConfig:
     amp: bool = True  # bf16 autocast on CUDA
     cpu_bf16: bool = False  # bf16 autocast on a CPU too: faster where it has AVX512-BF16/AMX, a different computation
     corrected_labels: bool = False  # train on the audit's corrected left/right labels (validation: original)
+    init_from: str | None = None  # start from this inference checkpoint's weights (fine-tuning); keyed by content
     split_seed: int = 0  # the train/val split
     val_fraction: float = 0.2  # share of the annotated pairs held out for validation
     data: str | None = None  # dataset root; None: $FACELIB_DATA, else the synthetic faces

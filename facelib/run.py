@@ -29,6 +29,7 @@ from facelib.audit import audit
 from facelib.augment import eval_transform, resize, train_transform
 from facelib.config import KEYED_WHEN_SET, RUNTIME_FIELDS, TrainConfig
 from facelib.data import SegmentationDataset, discover, load_or_make_split
+from facelib.errors import ConfigError
 from facelib.labels import CLASS_NAMES, NUM_CLASSES
 from facelib.outputs import atomic_path, commit, machine, shown_paths, write_text
 
@@ -42,13 +43,25 @@ def data_fingerprint(dataset, split, corrections: Mapping[str, list[str]]) -> st
     return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:16]
 
 
+def init_digest(path: str | Path) -> str:
+    """Content hash of a fine-tuning run's starting weights: its run key follows what the file holds, so the
+    same path holding other weights (a newly shipped model) is another run."""
+    file = Path(path)
+    if not file.is_file():
+        raise ConfigError(f"init_from {path}: checkpoint file does not exist")
+    return hashlib.sha256(file.read_bytes()).hexdigest()[:16]
+
+
 def run_key(config: TrainConfig, fingerprint: str) -> str:
-    """`<model>-<hash>`: the hash covers the config (minus where it runs) and the data fingerprint."""
+    """`<model>-<hash>`: the hash covers the config (minus where it runs), the data fingerprint and, for a
+    fine-tuning run, the content of its starting weights (not their path)."""
     identity = {
         k: v
         for k, v in config.to_dict().items()
         if k not in RUNTIME_FIELDS and not (k in KEYED_WHEN_SET and v == KEYED_WHEN_SET[k])
     }
+    if config.init_from is not None:
+        identity["init_from"] = init_digest(config.init_from)
     digest = hashlib.sha256(json.dumps({"config": identity, "data": fingerprint}, sort_keys=True).encode())
     return f"{config.model}-{digest.hexdigest()[:10]}"
 

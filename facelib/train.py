@@ -31,7 +31,7 @@ import torch
 from torch import nn
 from tqdm import tqdm  # the plain text bar: tqdm.auto warns in notebooks without ipywidgets
 
-from facelib.checkpoint import inference_checkpoint, resolve_device
+from facelib.checkpoint import inference_checkpoint, load_checkpoint, resolve_device
 from facelib.config import TrainConfig
 from facelib.data import collate_eval
 from facelib.errors import ConfigError
@@ -45,6 +45,7 @@ from facelib.run import (
     RunData,
     RunPaths,
     identify,
+    init_digest,
     load_sets,
     loader_workers,
     prepare_cpu,
@@ -311,6 +312,19 @@ def resume(path: Path, parts: Parts, device: torch.device) -> Progress:
     return Progress(*(state[k] for k in ("iteration", "history", "elapsed_s", "best", "final")))
 
 
+def start_from(path: str | Path, model: nn.Module, model_name: str) -> None:
+    """Fine-tuning: the weights of an inference checkpoint (best.pt or a shipped file, fp16 weights cast to
+    the model's dtype) as the starting point; the optimiser and schedule start fresh."""
+    content = load_checkpoint(path)
+    if content["model"] != model_name:
+        raise ConfigError(f"init_from {path}: holds model {content['model']!r}, but this run trains {model_name!r}")
+    try:
+        model.load_state_dict(content["state_dict"])
+    except RuntimeError as error:
+        first = " ".join(str(error).strip().splitlines()[:2])[:300]
+        raise ConfigError(f"init_from {path}: its weights do not fit this run's model ({first})") from error
+
+
 def save_progress(paths: RunPaths, parts: Parts, progress: Progress, config: TrainConfig) -> None:
     """last.pt (everything a resume needs) and metrics.csv, after every interval."""
     state = {"model": parts.model.state_dict(), "optimizer": parts.optimizer.state_dict(),
@@ -355,9 +369,15 @@ def _train_run(
         progress = resume(paths.last, parts, device)
         if talk:
             print(f"run {key}: resuming at iteration {progress.iteration} from {paths.last}")
+    elif config.init_from is not None:
+        start_from(config.init_from, parts.model, config.model)
+        if talk:
+            print(f"run {key}: starting from the weights of {config.init_from}")
     stop = config.iterations if stop_after is None else min(stop_after, config.iterations)
     if procs.main:
-        write_json(paths.run_dir / "config.json", {"key": key, "config": config.to_dict(), "data": data.fingerprint})
+        init = {"init_weights_sha256": init_digest(config.init_from)} if config.init_from is not None else {}
+        write_json(paths.run_dir / "config.json",
+                   {"key": key, "config": config.to_dict(), "data": data.fingerprint, **init})  # fmt: skip
     loader = train_loader(config, data, progress.iteration, stop, procs, device)
     val_loader = validation_loader(config, data, procs, device)
     cuda = device.type == "cuda"
