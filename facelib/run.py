@@ -52,16 +52,17 @@ def init_digest(path: str | Path) -> str:
     return hashlib.sha256(file.read_bytes()).hexdigest()[:16]
 
 
-def run_key(config: TrainConfig, fingerprint: str) -> str:
+def run_key(config: TrainConfig, fingerprint: str, init_weights: str | None = None) -> str:
     """`<model>-<hash>`: the hash covers the config (minus where it runs), the data fingerprint and, for a
-    fine-tuning run, the content of its starting weights (not their path)."""
+    fine-tuning run, the content of its starting weights (not their path): `init_weights`, the digest a run
+    folder's config.json recorded, else `init_digest` of the file the config names."""
     identity = {
         k: v
         for k, v in config.to_dict().items()
         if k not in RUNTIME_FIELDS and not (k in KEYED_WHEN_SET and v == KEYED_WHEN_SET[k])
     }
     if config.init_from is not None:
-        identity["init_from"] = init_digest(config.init_from)
+        identity["init_from"] = init_weights or init_digest(config.init_from)
     digest = hashlib.sha256(json.dumps({"config": identity, "data": fingerprint}, sort_keys=True).encode())
     return f"{config.model}-{digest.hexdigest()[:10]}"
 

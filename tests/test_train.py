@@ -248,7 +248,31 @@ def test_committed_runs_keep_their_keys():
     assert configs, "no committed run folders"
     for path in configs:
         stored = json.loads(path.read_text())
-        assert run_key(TrainConfig.from_dict(stored["config"]), stored["data"]) == stored["key"], path
+        config = TrainConfig.from_dict(stored["config"])
+        assert run_key(config, stored["data"], stored.get("init_weights_sha256")) == stored["key"], path
+
+
+def test_fine_tuning_starts_from_the_checkpoint_weights_and_is_keyed_by_their_content(quick_run, tmp_path):
+    best = Path(quick_run["checkpoint_dir"]) / "best.pt"
+    config = quick_run["config_object"].replace(init_from=str(shutil.copy(best, tmp_path / "start.pt")))
+    key = run_key(config, "d")
+    assert key != run_key(quick_run["config_object"], "d")
+    assert run_key(config.replace(init_from=str(best)), "d") == key  # the same weights under another path
+    with pytest.raises(ConfigError, match=r"missing\.pt: checkpoint file does not exist"):
+        run_key(config.replace(init_from=str(tmp_path / "missing.pt")), "d")
+    with pytest.raises(ConfigError, match="holds model 'fastscnn', but this run trains 'lraspp_mobilenetv3'"):
+        train(config.replace(model="lraspp_mobilenetv3"), out=tmp_path / "m", checkpoints=tmp_path / "mc",
+              progress=False)  # fmt: skip
+    still = config.replace(iterations=1, val_interval=1, lr=1e-9)  # weights unchanged; only BN statistics move
+    tuned = train(still, out=tmp_path / "r", checkpoints=tmp_path / "c", progress=False)
+    assert tuned["final"]["mIoU"] > quick_run["best"]["mIoU"] - 3, (tuned["final"], quick_run["best"])
+    stored = json.loads((Path(tuned["run_dir"]) / "config.json").read_text())
+    assert stored["config"]["init_from"] == shown_path(tmp_path / "start.pt")  # as every record: no machine path
+    shutil.copy(Path(quick_run["checkpoint_dir"]) / "last.pt", tmp_path / "start.pt")  # the path: other content
+    with pytest.raises(Exception):  # noqa: B017 - only its digest now stands for the run's starting weights
+        load_checkpoint(tmp_path / "start.pt")
+    assert run_key(still, stored["data"], stored["init_weights_sha256"]) == tuned["key"]
+    assert run_key(still, stored["data"]) != tuned["key"]
 
 
 def test_cpu_bf16_is_keyed_only_when_set_and_autocasts_only_the_cpu():
