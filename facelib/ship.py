@@ -24,6 +24,7 @@ from facelib.infer import save_evaluation
 from facelib.models import MODELS, PARAMETER_CAP, build_model, parameter_breakdown
 from facelib.outputs import atomic_path, provenance, shown_path, write_text
 from facelib.profiles import REFERENCE_TABLE4, get_profile
+from facelib.run import init_digest
 from facelib.synthetic import DONE_MARKER
 
 MODELS_DIR = Path(__file__).resolve().parents[1] / "results" / "models"
@@ -93,6 +94,7 @@ def ship(
     if content.get("weights_dtype") == "float16":
         raise DataError(f"{checkpoint}: already a shipped fp16 file; ship the run's best.pt instead")
     shipped = half_checkpoint(content, str(checkpoint))
+    start = starting_point(content, out)  # read before `target` is written: it may be the file fine-tuned from
     original = model_from_checkpoint(content, checkpoint)
     agreement = weight_agreement(original, model_from_checkpoint(shipped, target), min(int(content["input_size"]), 256))
     if agreement < 0.999:
@@ -120,9 +122,34 @@ def ship(
     if card:
         summary_file = Path(out) / "runs" / content["run_key"] / "summary.json"
         summary = json.loads(summary_file.read_text()) if summary_file.exists() else None
-        text = model_card(shipped, target, agreement, evaluations, summary, data, _is_synthetic(data), selection)
+        text = model_card(shipped, target, agreement, evaluations, summary, data, _is_synthetic(data), selection, start)
         written.append(write_text(target.with_suffix(".md"), text))
     return written
+
+
+def starting_point(content: dict[str, Any], out: str | Path = "results") -> str | None:
+    """For a fine-tuned checkpoint, the card's line on the weights it started from: their digest (as its run
+    recorded it) and, while the file still holds them, the run that trained them and what that run cost."""
+    start = content["config"].get("init_from")
+    if not start:
+        return None
+    record = Path(out) / "runs" / content["run_key"] / "config.json"
+    digest = json.loads(record.read_text()).get("init_weights_sha256") if record.exists() else None
+    line = f"- fine-tuned from the weights then in `{start}` (sha256 {digest or 'not recorded'})"
+    if digest is None or not Path(start).is_file() or init_digest(start) != digest:
+        return line + "; that file has changed since, so its training is not described here"
+    first = load_checkpoint(start).get("run_key")
+    summary_file = Path(out) / "runs" / str(first) / "summary.json"
+    if not summary_file.exists():
+        return line + f", from run `{first}` (its summary.json is not here)"
+    earlier = json.loads(summary_file.read_text())
+    config = earlier["config"]
+    return line + (
+        f": run `{first}`, {config['iterations']} iterations of batch {config['batch_size']} at {config['crop_size']}px "
+        f"({config['iterations'] * config['batch_size']:,} samples), {earlier['train_wall_s']:.0f} s "
+        f"({earlier['images_per_s']:.1f} images/s) on {earlier['device']}, commit {earlier['commit']}; the recipe "
+        "and time below are the fine-tuning's alone"
+    )
 
 
 def _dataset_root(data: str | Path | None) -> Path:
@@ -150,6 +177,7 @@ def model_card(
     data: str | Path | None,
     synthetic: bool = False,
     selection: str | None = None,
+    start: str | None = None,
 ) -> str:
     """A short Markdown model card: what the model is, how it was trained, how it scores, how to use it."""
     config = content["config"]
@@ -175,6 +203,7 @@ def model_card(
         *([f"- chosen as {selection}"] if selection else []),
         "",
         "## Training",
+        *([start] if start else []),
         f"- recipe: {config['iterations']} iterations of batch {config['batch_size']} at {config['crop_size']}px "
         f"crops, AdamW lr {config['lr']} ({config['schedule']}, warm-up {config['warmup_fraction']}), weight decay "
         f"{config['weight_decay']}, loss `{config['loss']}`, augmentation `{config['augment']}`, seed {config['seed']}"

@@ -4,6 +4,7 @@ and `facelib runs` (a report table's runs, trained as its notebook would, with T
 from __future__ import annotations
 
 import json
+import shutil
 from dataclasses import replace
 from pathlib import Path
 
@@ -21,8 +22,9 @@ from facelib.errors import ConfigError, DataError, ReportError
 from facelib.experiments import Report
 from facelib.outputs import shown_path
 from facelib.profiles import PROFILES, TABLES, table_rows
-from facelib.ship import DEFAULT_MODEL, default_model, half_checkpoint, ship
+from facelib.ship import DEFAULT_MODEL, default_model, half_checkpoint, ship, starting_point
 from facelib.tables import Noise, Run, best_run, choice
+from facelib.train import train
 
 
 @pytest.fixture(scope="module")
@@ -94,6 +96,20 @@ def test_ship_refuses_what_it_should_not_ship(shipped, quick_run, tmp_path):
     with pytest.raises(DataError, match=r"garbage\.pt"):
         ship(garbage, tmp_path / "out.pt", evaluate=False)
     assert not (tmp_path / "out.pt").exists()
+
+
+def test_a_fine_tuned_models_card_names_the_run_its_weights_came_from(quick_run, synthetic_root, tmp_path):
+    results, start = tmp_path / "results", tmp_path / "start.pt"
+    shutil.copytree(quick_run["run_dir"], results / "runs" / quick_run["key"])
+    shutil.copy(Path(quick_run["checkpoint_dir"]) / "best.pt", start)
+    config = quick_run["config_object"].replace(init_from=str(start), iterations=2, val_interval=2, lr=1e-4)
+    tuned = Path(train(config, out=results, checkpoints=tmp_path / "c", progress=False)["checkpoint_dir"]) / "best.pt"
+    ship(tuned, start, data=synthetic_root, out=results, evaluate=False)  # over the very file it started from
+    card = start.with_suffix(".md").read_text()
+    assert f"run `{quick_run['key']}`, 60 iterations of batch 8 at 64px (480 samples)" in card, card
+    assert "the recipe and time below are the fine-tuning's alone" in card and "- recipe: 2 iterations" in card
+    assert "that file has changed since" in starting_point(load_checkpoint(tuned), results)
+    assert starting_point(load_checkpoint(Path(quick_run["checkpoint_dir"]) / "best.pt"), results) is None
 
 
 def test_half_checkpoint_keeps_everything_but_the_weight_dtype():
