@@ -186,7 +186,7 @@ def _bench(args: argparse.Namespace) -> list[Path]:
 
         table = anchor_latency(args.model.split(","), args.size, args.threads, args.repeats)
         print(table.to_string(float_format="{:.3g}".format))
-        stem = f"anchor_{'_'.join(args.model.split(','))}_{args.size}px_t{args.threads}"
+        stem = f"anchor_{'_'.join(args.model.replace('@', '-at').split(','))}_{args.size}px_t{args.threads}"
         title = (
             f"ONNX Runtime float32 latency as a multiple of {ANCHOR}, {args.size}px, batch 1, {args.threads} threads"
         )
@@ -390,7 +390,11 @@ def build_parser() -> argparse.ArgumentParser:
     bench_train.add_argument("--warmup", type=int, default=5, help="untimed batches first (default: 5)")
     bench_train.add_argument("--out", default="results", help="results folder: writes OUT/bench/ (default: results)")
     anchor = targets.add_parser("anchor", help="ONNX Runtime latency as a multiple of torchvision's LR-ASPP")
-    anchor.add_argument("--model", default="fastscnn,lraspp_mobilenetv3", help="comma-separated registered models")
+    anchor.add_argument(
+        "--model",
+        default="fastscnn,lraspp_mobilenetv3",
+        help="comma-separated registered models; NAME@320 runs that one at a 320 px input (default: --size)",
+    )
     anchor.add_argument("--size", type=int, default=512, help="square input side (default: 512)")
     anchor.add_argument("--threads", type=int, default=2, help="ONNX Runtime intra-op threads (default: 2)")
     anchor.add_argument("--repeats", type=int, default=20, help="timed calls per model (default: 20)")

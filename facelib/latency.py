@@ -281,11 +281,18 @@ def onnx_latency_ms(model: torch.nn.Module, size: int, threads: int, repeats: in
 def anchor_latency(names: Sequence[str], size: int = 512, threads: int = 2, repeats: int = 10) -> pd.DataFrame:
     """ONNX Runtime float32 latency of each named model and of the anchor, measured in this one call (one
     process, one machine), and each model's time as a multiple of the anchor's: a speed a reader can carry to
-    their own machine, unlike milliseconds from ours."""
+    their own machine, unlike milliseconds from ours. A name may carry its own input side, `NAME@320`: the cost
+    of a model that resizes a `size` photo to 320 px first, beside the anchor at `size`."""
+    sides = {}
+    for spec in names:
+        name, _, side = spec.partition("@")
+        if side and not (side.isdigit() and int(side) >= 32 and int(side) % 32 == 0):
+            raise ConfigError(f"{spec!r}: the input side after @ must be a multiple of 32 (the models' stride)")
+        sides[spec] = (name, int(side or size))
     anchor = onnx_latency_ms(anchor_model(), size, threads, repeats)
-    rows = [{"model": ANCHOR, "onnx_ms": anchor, "vs_anchor": 1.0}]
-    for name in names:
+    rows = [{"model": ANCHOR, "input_px": size, "onnx_ms": anchor, "vs_anchor": 1.0}]
+    for spec, (name, side) in sides.items():
         torch.manual_seed(0)
-        ms = onnx_latency_ms(build_model(name), size, threads, repeats)
-        rows.append({"model": name, "onnx_ms": ms, "vs_anchor": ms / anchor})
+        ms = onnx_latency_ms(build_model(name), side, threads, repeats)
+        rows.append({"model": spec, "input_px": side, "onnx_ms": ms, "vs_anchor": ms / anchor})
     return pd.DataFrame(rows).set_index("model")

@@ -17,6 +17,7 @@ import json
 import math
 import os
 import platform
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -348,3 +349,16 @@ def prepare_cpu(config: TrainConfig, device: torch.device) -> None:
         torch.set_num_threads(config.threads)
     if config.keep_memory:
         keep_freed_memory()
+    if config.cpu_bf16 and not cpu_has_bf16():
+        warnings.warn(
+            f"cpu_bf16 is on but this CPU ({torch.backends.cpu.get_cpu_capability()}) has no bf16 instructions "
+            "(AVX512-BF16, AMX): bf16 autocast is emulated, several times slower than float32 here; drop "
+            "--cpu-bf16",
+            stacklevel=2,
+        )
+
+
+def cpu_has_bf16() -> bool:
+    """Whether oneDNN runs bf16 natively on this CPU (without it, bf16 autocast is emulated: a 320 px run
+    took 19.7 s per iteration with it against 2.6 s without on an AVX2-only EPYC)."""
+    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())

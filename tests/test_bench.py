@@ -10,7 +10,7 @@ from facelib.bench import LEVER_ROWS, bench_cpu_levers, bench_train
 from facelib.cli import main
 from facelib.config import TrainConfig
 from facelib.errors import ConfigError
-from facelib.latency import bench_infer
+from facelib.latency import ANCHOR, anchor_latency, bench_infer
 
 pytestmark = pytest.mark.slow  # every test here exports or times models: seconds each
 
@@ -80,3 +80,11 @@ def test_bench_cli_writes_a_table_with_its_provenance(synthetic_root, tmp_path):
     note = (tmp_path / "bench" / "infer_fastscnn_untrained_64px_t2_b1.md").read_text()
     assert "| onnx_fp32 |" in note and "commit" in note and "onnxruntime" in note and "torch" in note
     assert main(["bench", "infer", "--model", "nope", "--out", str(tmp_path)]) == 2
+
+
+def test_anchor_table_times_a_model_at_its_own_input_beside_the_anchor_at_the_photo_size():
+    table = anchor_latency(["fastscnn", "fastscnn@64"], size=128, threads=1, repeats=2)
+    assert list(table.input_px) == [128, 128, 64] and table.loc[ANCHOR, "vs_anchor"] == 1.0
+    assert table.loc["fastscnn@64", "onnx_ms"] < table.loc["fastscnn", "onnx_ms"]  # a quarter of the pixels
+    with pytest.raises(ConfigError, match="'fastscnn@70': the input side after @ must be a multiple of 32"):
+        anchor_latency(["fastscnn@70"], size=128)

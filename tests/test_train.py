@@ -8,6 +8,7 @@ import os
 import platform
 import shutil
 import socket
+import warnings
 from pathlib import Path
 
 import pandas as pd
@@ -329,3 +330,18 @@ def test_keeping_freed_memory_applies_on_linux():
     if platform.system() == "Linux" and platform.libc_ver()[0] == "glibc":
         assert keep_freed_memory()
     torch.ones(64, 1024, 1024).sum()  # large allocations still work afterwards
+
+
+def test_cpu_bf16_warns_where_the_cpu_would_emulate_it(monkeypatch):
+    import facelib.run
+    from facelib.run import prepare_cpu
+
+    cpu, bf16 = torch.device("cpu"), TrainConfig(cpu_bf16=True, keep_memory=False)
+    monkeypatch.setattr(facelib.run, "cpu_has_bf16", lambda: False)
+    with pytest.warns(UserWarning, match="no bf16 instructions"):
+        prepare_cpu(bf16, cpu)
+    monkeypatch.setattr(facelib.run, "cpu_has_bf16", lambda: True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        prepare_cpu(bf16, cpu)
+        prepare_cpu(bf16.replace(cpu_bf16=False), cpu)
