@@ -71,7 +71,7 @@ def _eval(args: argparse.Namespace) -> list[Path]:
 
     checkpoint = _checkpoint_path(args.checkpoint)
     result = evaluate(checkpoint, args.data, args.split, args.tta, args.corrected_labels, args.out, args.batch_size,
-                      args.device)  # fmt: skip
+                      args.device, input_size=args.input_size)  # fmt: skip
     labels = "audit-corrected" if args.corrected_labels else "original"
     print(f"{result.images} {args.split} images, {labels} labels, TTA {args.tta}: "
           + ", ".join(f"{k} {v:.2f}" for k, v in result.summary.items()))  # fmt: skip
@@ -144,7 +144,8 @@ def _ship(args: argparse.Namespace) -> list[Path]:
         checkpoint, selection = _checkpoint_path(args.checkpoint), args.why
     target = Path(args.to) if args.to else DEFAULT_MODEL
     written = ship(checkpoint, target, args.data, args.out, args.device, evaluate=not args.no_eval,
-                   card=not args.no_card, selection=selection, onnx=args.onnx)  # fmt: skip
+                   card=not args.no_card, selection=selection, onnx=args.onnx,
+                   input_size=args.input_size)  # fmt: skip
     print(f"{target}: fp16 weights of {checkpoint} ({target.stat().st_size / 1e6:.1f} MB)")
     return written
 
@@ -296,6 +297,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--corrected-labels", action="store_true", help="score against the audit-corrected labels")
     evaluate.add_argument("--batch-size", type=int, default=8)
     evaluate.add_argument("--device", default="auto")
+    evaluate.add_argument("--input-size", type=int, help="resize images to this side for the model (default: the "
+                          "checkpoint's input size, its training crop)")  # fmt: skip
     evaluate.add_argument("--out", default="results", help="results folder: writes OUT/runs/KEY/eval-*.json")
     evaluate.set_defaults(run=_eval)
 
@@ -346,6 +349,8 @@ def build_parser() -> argparse.ArgumentParser:
                        "that are finished when others are not (the card names the missing ones)")  # fmt: skip
     ship_.add_argument("--onnx", action="store_true", help="also write TARGET.onnx and TARGET_int8.onnx (what "
                        "`facelib predict --backend onnx` uses), the int8 file evaluated too")  # fmt: skip
+    ship_.add_argument("--input-size", type=int, help="the model's input side in the shipped file (default: its "
+                       "training crop); the card says it differs and the scores are measured with it")  # fmt: skip
     ship_.add_argument("--no-eval", action="store_true", help="do not evaluate (the card then has no scores)")
     ship_.add_argument("--no-card", action="store_true", help="write the weights only")
     ship_.add_argument("--out", default="results", help="results folder: run cache and split files (default: results)")

@@ -53,6 +53,7 @@ class Evaluation:
     images: int
     tta: str
     corrected_labels: bool
+    input_size: int
 
     @property
     def summary(self) -> dict[str, float]:
@@ -66,6 +67,7 @@ class Evaluation:
             "images": self.images,
             "tta": self.tta,
             "corrected_labels": self.corrected_labels,
+            "input_size": self.input_size,
             **{k: round(v, 4) for k, v in self.summary.items()},
             "per_class": {
                 name: {"IoU": _finite(100 * iou), "F1": _finite(100 * f1)}
@@ -89,12 +91,15 @@ def evaluate(
     batch_size: int = 8,
     device: str = "auto",
     workers: int = 2,
+    input_size: int | None = None,
 ) -> Evaluation:
     """Evaluate a checkpoint on a split of a dataset (the split its run used: `out`/splits/NAME-seedN.json).
 
     `corrected_labels`: score against the audit's corrected left/right labels instead of the originals.
+    `input_size`: the side the images are resized to for the model (default: the checkpoint's own).
     """
     views(tta)
+    check_input_size(input_size)
     content, model, target = load_model(checkpoint, device)
     config = content["config"]
     dataset = discover(data)
@@ -106,7 +111,7 @@ def evaluate(
     if corrected_labels:
         corrections = {s: [e.pair for e in ev] for s, ev in audit(dataset).flagged.items()}
     evaluation_set = SegmentationDataset(dataset.by_stem(stems), image_only=True, corrections=corrections)
-    size = content["input_size"]
+    size = input_size or int(content["input_size"])
     resize = evaluation_set.image_shapes() != {(size, size, 3)}
     evaluation_set.transform = eval_transform(size, content["mean"], content["std"], resize=resize)
     loader = torch.utils.data.DataLoader(
@@ -114,7 +119,13 @@ def evaluate(
     )
     matrix = evaluate_model(model, loader, target, amp=target.type == "cuda", tta=tta)
     confusion = matrix.mat.cpu().numpy()
-    return Evaluation(matrix.compute(), confusion, len(evaluation_set), tta, corrected_labels)
+    return Evaluation(matrix.compute(), confusion, len(evaluation_set), tta, corrected_labels, size)
+
+
+def check_input_size(size: int | None) -> None:
+    """A model input side must be a positive multiple of 32 (the models' output stride)."""
+    if size is not None and (size < 32 or size % 32):
+        raise ConfigError(f"input size must be a positive multiple of 32 (the models' stride), got {size}")
 
 
 def save_evaluation(
@@ -129,6 +140,8 @@ def save_evaluation(
     key = content.get("run_key") or checkpoint.stem
     labels = "audit-corrected" if result.corrected_labels else "original"
     variant = f"eval-{split}-tta_{result.tta}" + ("-corrected" if result.corrected_labels else "")
+    if result.input_size != int(content["input_size"]):
+        variant += f"-in{result.input_size}"
     if checkpoint.suffix == ".onnx":
         variant += f"-onnx_{content['precision']}"
     elif content.get("weights_dtype") == "float16":  # a shipped file (facelib.ship): scored apart from best.pt

@@ -19,8 +19,8 @@ from facelib.checkpoint import load_checkpoint, model_from_checkpoint, onnx_meta
 from facelib.data import discover
 from facelib.errors import ConfigError, DataError
 from facelib.export import calibration_batches, calibration_source, export_checkpoint, quantize_int8
+from facelib.infer import check_input_size, save_evaluation
 from facelib.infer import evaluate as run_evaluation
-from facelib.infer import save_evaluation
 from facelib.models import MODELS, PARAMETER_CAP, build_model, parameter_breakdown
 from facelib.outputs import atomic_path, provenance, shown_path, write_text
 from facelib.profiles import REFERENCE_TABLE4, get_profile
@@ -81,12 +81,16 @@ def ship(
     card: bool = True,
     selection: str | None = None,
     onnx: bool = False,
+    input_size: int | None = None,
 ) -> list[Path]:
     """Write `target` (fp16 weights of `checkpoint`), then with `evaluate` score it on the validation split
             (TTA none and flip on the original labels, none on the audit-corrected ones; stored beside its run as
             eval-val-*-fp16.json), and with `card` write `target`.md (`selection`: how the checkpoint was chosen, a
         phrase for the card). `onnx`: also write `target`.onnx (float32, parity-checked against the shipped weights)
-    and `target`_int8.onnx (calibrated on training images), the int8 file evaluated too. Returns the paths written."""
+    and `target`_int8.onnx (calibrated on training images), the int8 file evaluated too. `input_size`: the side
+    the shipped file resizes photos to, when not the training crop (its scores are measured with it). Returns the
+    paths written."""
+    check_input_size(input_size)
     checkpoint, target = Path(checkpoint), Path(target)
     if target.suffix != ".pt":
         raise ConfigError(f"{target}: a shipped model is a .pt file")
@@ -94,6 +98,8 @@ def ship(
     if content.get("weights_dtype") == "float16":
         raise DataError(f"{checkpoint}: already a shipped fp16 file; ship the run's best.pt instead")
     shipped = half_checkpoint(content, str(checkpoint))
+    if input_size is not None and input_size != int(content["input_size"]):
+        shipped = {**shipped, "input_size": input_size, "trained_input_size": int(content["input_size"])}
     start = starting_point(content, out)  # read before `target` is written: it may be the file fine-tuned from
     original = model_from_checkpoint(content, checkpoint)
     agreement = weight_agreement(original, model_from_checkpoint(shipped, target), min(int(content["input_size"]), 256))
@@ -196,7 +202,12 @@ def model_card(
         f"- parameters: {counts['total']:,} trained, {counts['deployed']:,} run at inference "
         f"(cap {PARAMETER_CAP:,}: {'under' if counts['total'] < PARAMETER_CAP else 'OVER'})",
         f"- trained from scratch (no pretrained weights); input {content['input_size']}x{content['input_size']} "
-        f"RGB normalised with mean {[round(v, 2) for v in content['mean']]}, std {[round(v, 2) for v in content['std']]}",
+        + (
+            f"(trained on {content['trained_input_size']} px crops; this input side chosen on the validation split) "
+            if "trained_input_size" in content
+            else ""
+        )
+        + f"RGB normalised with mean {[round(v, 2) for v in content['mean']]}, std {[round(v, 2) for v in content['std']]}",
         f"- file: weights stored as float16 ({size_mb:.1f} MB), run in float32; the fp16 weights pick the same "
         f"class as the fp32 checkpoint on {100 * agreement:.3f}% of pixels (two random inputs)",
         f"- from run `{content['run_key']}`, best checkpoint by validation mF1 at iteration {content['iteration']}",

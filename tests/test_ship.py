@@ -112,6 +112,23 @@ def test_a_fine_tuned_models_card_names_the_run_its_weights_came_from(quick_run,
     assert starting_point(load_checkpoint(Path(quick_run["checkpoint_dir"]) / "best.pt"), results) is None
 
 
+def test_a_model_shipped_at_another_input_side_is_scored_and_described_with_it(quick_run, synthetic_root, tmp_path):
+    results, best = tmp_path / "results", Path(quick_run["checkpoint_dir"]) / "best.pt"
+    shutil.copytree(quick_run["run_dir"], results / "runs" / quick_run["key"])
+    with pytest.raises(ConfigError, match="multiple of 32"):
+        ship(best, tmp_path / "bad.pt", data=synthetic_root, out=results, input_size=70)
+    ship(best, tmp_path / "model.pt", data=synthetic_root, out=results, input_size=96)
+    content = load_checkpoint(tmp_path / "model.pt")
+    assert (content["input_size"], content["trained_input_size"]) == (96, 64)
+    card = (tmp_path / "model.md").read_text()
+    assert "input 96x96 (trained on 64 px crops; this input side chosen on the validation split)" in card
+    scored = json.loads((results / "runs" / quick_run["key"] / "eval-val-tta_none-fp16.json").read_text())
+    assert scored["input_size"] == 96 and f"| {scored['mIoU']:.2f} |" in card
+    again = main(["eval", str(best), "--data", str(synthetic_root), "--out", str(results), "--input-size", "96"])
+    fp32 = json.loads((results / "runs" / quick_run["key"] / "eval-val-tta_none-in96.json").read_text())
+    assert again == 0 and fp32["input_size"] == 96 and abs(fp32["mIoU"] - scored["mIoU"]) < 0.5  # fp16 vs fp32
+
+
 def test_half_checkpoint_keeps_everything_but_the_weight_dtype():
     content = {"state_dict": {"w": torch.ones(2), "n": torch.tensor(3)}, "model": "fastscnn", "run_key": "k"}
     half = half_checkpoint(content, "src.pt")
