@@ -102,6 +102,19 @@ def model_from_checkpoint(checkpoint: dict[str, Any], path: str | Path = "checkp
     return model.eval()
 
 
+def start_from(path: str | Path, model: torch.nn.Module, model_name: str) -> None:
+    """Fine-tuning: the weights of an inference checkpoint (best.pt or a shipped file, fp16 weights cast to
+    the model's dtype) as the starting point; the optimiser and schedule start fresh."""
+    content = load_checkpoint(path)
+    if content["model"] != model_name:
+        raise ConfigError(f"init_from {path}: holds model {content['model']!r}, but this run trains {model_name!r}")
+    try:
+        model.load_state_dict(content["state_dict"])
+    except RuntimeError as error:
+        first = " ".join(str(error).strip().splitlines()[:2])[:300]
+        raise ConfigError(f"init_from {path}: its weights do not fit this run's model ({first})") from error
+
+
 def load_model(
     path: str | Path, device: str = "auto", backend: str = "auto", threads: int | None = None
 ) -> tuple[dict[str, Any], torch.nn.Module, torch.device]:

@@ -297,8 +297,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--corrected-labels", action="store_true", help="score against the audit-corrected labels")
     evaluate.add_argument("--batch-size", type=int, default=8)
     evaluate.add_argument("--device", default="auto")
-    evaluate.add_argument("--input-size", type=int, help="resize images to this side for the model (default: the "
-                          "checkpoint's input size, its training crop)")  # fmt: skip
+    evaluate.add_argument("--input-size", type=int, help="model input side (default: the checkpoint's training crop)")
     evaluate.add_argument("--out", default="results", help="results folder: writes OUT/runs/KEY/eval-*.json")
     evaluate.set_defaults(run=_eval)
 
@@ -349,14 +348,11 @@ def build_parser() -> argparse.ArgumentParser:
                        "that are finished when others are not (the card names the missing ones)")  # fmt: skip
     ship_.add_argument("--onnx", action="store_true", help="also write TARGET.onnx and TARGET_int8.onnx (what "
                        "`facelib predict --backend onnx` uses), the int8 file evaluated too")  # fmt: skip
-    ship_.add_argument("--input-size", type=int, help="the model's input side in the shipped file (default: its "
-                       "training crop); the card says it differs and the scores are measured with it")  # fmt: skip
+    ship_.add_argument("--input-size", type=int, help="the shipped file's input side (default: its training crop)")
     ship_.add_argument("--no-eval", action="store_true", help="do not evaluate (the card then has no scores)")
     ship_.add_argument("--no-card", action="store_true", help="write the weights only")
     ship_.add_argument("--out", default="results", help="results folder: run cache and split files (default: results)")
-    ship_.add_argument(
-        "--checkpoints", default="checkpoints", help="checkpoint folder, for --best (default: checkpoints)"
-    )
+    ship_.add_argument("--checkpoints", default="checkpoints", help="checkpoints folder, for --best")
     ship_.set_defaults(run=_ship)
 
     runs = commands.add_parser(
@@ -395,11 +391,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench_train.add_argument("--warmup", type=int, default=5, help="untimed batches first (default: 5)")
     bench_train.add_argument("--out", default="results", help="results folder: writes OUT/bench/ (default: results)")
     anchor = targets.add_parser("anchor", help="ONNX Runtime latency as a multiple of torchvision's LR-ASPP")
-    anchor.add_argument(
-        "--model",
-        default="fastscnn,lraspp_mobilenetv3",
-        help="comma-separated registered models; NAME@320 runs that one at a 320 px input (default: --size)",
-    )
+    anchor.add_argument("--model", default="fastscnn,lraspp_mobilenetv3", help="comma-separated; NAME@320: at 320 px")
     anchor.add_argument("--size", type=int, default=512, help="square input side (default: 512)")
     anchor.add_argument("--threads", type=int, default=2, help="ONNX Runtime intra-op threads (default: 2)")
     anchor.add_argument("--repeats", type=int, default=20, help="timed calls per model (default: 20)")

@@ -31,7 +31,7 @@ import torch
 from torch import nn
 from tqdm import tqdm  # the plain text bar: tqdm.auto warns in notebooks without ipywidgets
 
-from facelib.checkpoint import inference_checkpoint, load_checkpoint, resolve_device
+from facelib.checkpoint import inference_checkpoint, resolve_device, start_from
 from facelib.config import TrainConfig
 from facelib.data import collate_eval
 from facelib.errors import ConfigError
@@ -310,19 +310,6 @@ def resume(path: Path, parts: Parts, device: torch.device) -> Progress:
     parts.scheduler.load_state_dict(state["scheduler"])
     torch.set_rng_state(state["rng"])
     return Progress(*(state[k] for k in ("iteration", "history", "elapsed_s", "best", "final")))
-
-
-def start_from(path: str | Path, model: nn.Module, model_name: str) -> None:
-    """Fine-tuning: the weights of an inference checkpoint (best.pt or a shipped file, fp16 weights cast to
-    the model's dtype) as the starting point; the optimiser and schedule start fresh."""
-    content = load_checkpoint(path)
-    if content["model"] != model_name:
-        raise ConfigError(f"init_from {path}: holds model {content['model']!r}, but this run trains {model_name!r}")
-    try:
-        model.load_state_dict(content["state_dict"])
-    except RuntimeError as error:
-        first = " ".join(str(error).strip().splitlines()[:2])[:300]
-        raise ConfigError(f"init_from {path}: its weights do not fit this run's model ({first})") from error
 
 
 def save_progress(paths: RunPaths, parts: Parts, progress: Progress, config: TrainConfig) -> None:
