@@ -28,6 +28,7 @@ import torch
 
 from facelib.audit import audit
 from facelib.augment import eval_transform, resize, train_transform
+from facelib.checkpoint import load_checkpoint
 from facelib.config import KEYED_WHEN_SET, RUNTIME_FIELDS, TrainConfig
 from facelib.data import SegmentationDataset, discover, load_or_make_split
 from facelib.errors import ConfigError
@@ -51,6 +52,15 @@ def init_digest(path: str | Path) -> str:
     if not file.is_file():
         raise ConfigError(f"init_from {path}: checkpoint file does not exist")
     return hashlib.sha256(file.read_bytes()).hexdigest()[:16]
+
+
+def init_record(config: TrainConfig) -> dict[str, str]:
+    """What a fine-tuning run's config.json records of its starting weights: their digest (its key follows it)
+    and the run that trained them (as their checkpoint names it), so a model's whole training can be traced."""
+    if config.init_from is None:
+        return {}
+    return {"init_weights_sha256": init_digest(config.init_from),
+            "init_run_key": str(load_checkpoint(config.init_from).get("run_key"))}  # fmt: skip
 
 
 def run_key(config: TrainConfig, fingerprint: str, init_weights: str | None = None) -> str:

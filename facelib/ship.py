@@ -135,27 +135,50 @@ def ship(
 
 def starting_point(content: dict[str, Any], out: str | Path = "results") -> str | None:
     """For a fine-tuned checkpoint, the card's line on the weights it started from: their digest (as its run
-    recorded it) and, while the file still holds them, the run that trained them and what that run cost."""
+    recorded it) and the runs that trained them, back to a run from scratch, with what each cost. The first is
+    the one its config.json names (`init_run_key`), else the one named by the file it started from while that
+    file still holds those weights; each earlier one is named by its own config.json."""
     start = content["config"].get("init_from")
     if not start:
         return None
-    record = Path(out) / "runs" / content["run_key"] / "config.json"
-    digest = json.loads(record.read_text()).get("init_weights_sha256") if record.exists() else None
+    record = _run_record(out, content["run_key"])
+    digest = record.get("init_weights_sha256")
     line = f"- fine-tuned from the weights then in `{start}` (sha256 {digest or 'not recorded'})"
-    if digest is None or not Path(start).is_file() or init_digest(start) != digest:
-        return line + "; that file has changed since, so its training is not described here"
-    first = load_checkpoint(start).get("run_key")
-    summary_file = Path(out) / "runs" / str(first) / "summary.json"
-    if not summary_file.exists():
-        return line + f", from run `{first}` (its summary.json is not here)"
-    earlier = json.loads(summary_file.read_text())
-    config = earlier["config"]
-    return line + (
-        f": run `{first}`, {config['iterations']} iterations of batch {config['batch_size']} at {config['crop_size']}px "
-        f"({config['iterations'] * config['batch_size']:,} samples), {earlier['train_wall_s']:.0f} s "
-        f"({earlier['images_per_s']:.1f} images/s) on {earlier['device']}, commit {earlier['commit']}; the recipe "
-        "and time below are the fine-tuning's alone"
-    )
+    parent = record.get("init_run_key")
+    if parent is None:
+        if digest is None or not Path(start).is_file() or init_digest(start) != digest:
+            return line + "; that file has changed since, so its training is not described here"
+        parent = load_checkpoint(start).get("run_key")
+    links, samples, seconds = [], 0, 0.0
+    while parent is not None:
+        summary_file = Path(out) / "runs" / str(parent) / "summary.json"
+        if not summary_file.exists():
+            return line + ": " + "; before it ".join([*links, f"run `{parent}` (its summary.json is not here)"])
+        earlier = json.loads(summary_file.read_text())
+        config = earlier["config"]
+        links.append(
+            f"run `{parent}`, {config['iterations']} iterations of batch {config['batch_size']} at "
+            f"{config['crop_size']}px ({config['iterations'] * config['batch_size']:,} samples), "
+            f"{earlier['train_wall_s']:.0f} s ({earlier['images_per_s']:.1f} images/s) on {earlier['device']}, "
+            f"commit {earlier['commit']}"
+        )
+        samples, seconds = samples + config["iterations"] * config["batch_size"], seconds + earlier["train_wall_s"]
+        if not config.get("init_from"):
+            break
+        parent = _run_record(out, str(parent)).get("init_run_key")
+        if parent is None:
+            links.append("itself fine-tuned from weights its record does not trace to a run")
+            samples = None
+    text = line + ": " + "; before it ".join(links)
+    if samples is not None and len(links) > 1:
+        text += f" ({samples:,} samples and {seconds:.0f} s of training before this fine-tuning)"
+    return text + "; the recipe and time below are the fine-tuning's alone"
+
+
+def _run_record(out: str | Path, key: str) -> dict[str, Any]:
+    """A run folder's config.json (empty when the folder or file is not here)."""
+    path = Path(out) / "runs" / key / "config.json"
+    return json.loads(path.read_text()) if path.exists() else {}
 
 
 def _dataset_root(data: str | Path | None) -> Path:

@@ -45,7 +45,7 @@ from facelib.run import (
     RunData,
     RunPaths,
     identify,
-    init_digest,
+    init_record,
     load_sets,
     loader_workers,
     prepare_cpu,
@@ -362,9 +362,8 @@ def _train_run(
             print(f"run {key}: starting from the weights of {config.init_from}")
     stop = config.iterations if stop_after is None else min(stop_after, config.iterations)
     if procs.main:
-        init = {"init_weights_sha256": init_digest(config.init_from)} if config.init_from is not None else {}
-        write_json(paths.run_dir / "config.json",
-                   {"key": key, "config": config.to_dict(), "data": data.fingerprint, **init})  # fmt: skip
+        record = {"key": key, "config": config.to_dict(), "data": data.fingerprint, **init_record(config)}
+        write_json(paths.run_dir / "config.json", record)
     loader = train_loader(config, data, progress.iteration, stop, procs, device)
     val_loader = validation_loader(config, data, procs, device)
     cuda = device.type == "cuda"

@@ -108,8 +108,35 @@ def test_a_fine_tuned_models_card_names_the_run_its_weights_came_from(quick_run,
     card = start.with_suffix(".md").read_text()
     assert f"run `{quick_run['key']}`, 60 iterations of batch 8 at 64px (480 samples)" in card, card
     assert "the recipe and time below are the fine-tuning's alone" in card and "- recipe: 2 iterations" in card
+    assert f"run `{quick_run['key']}`, 60 iterations" in starting_point(load_checkpoint(tuned), results)  # by record
+    tuned_record = results / "runs" / load_checkpoint(tuned)["run_key"] / "config.json"
+    record = json.loads(tuned_record.read_text())
+    del record["init_run_key"]  # as in runs recorded before it was: then only the file can say, and it changed
+    tuned_record.write_text(json.dumps(record))
     assert "that file has changed since" in starting_point(load_checkpoint(tuned), results)
     assert starting_point(load_checkpoint(Path(quick_run["checkpoint_dir"]) / "best.pt"), results) is None
+
+
+def test_a_twice_fine_tuned_models_card_traces_every_run_back_to_the_first(quick_run, synthetic_root, tmp_path):
+    results = tmp_path / "results"
+    shutil.copytree(quick_run["run_dir"], results / "runs" / quick_run["key"])
+    start = shutil.copy(Path(quick_run["checkpoint_dir"]) / "best.pt", tmp_path / "start.pt")
+    config = quick_run["config_object"].replace(init_from=str(start), iterations=2, val_interval=2, lr=1e-4)
+    first = train(config, out=results, checkpoints=tmp_path / "c", progress=False)
+    record = json.loads((results / "runs" / first["key"] / "config.json").read_text())
+    assert record["init_run_key"] == quick_run["key"]
+    second_start = shutil.copy(Path(first["checkpoint_dir"]) / "best.pt", tmp_path / "second.pt")
+    second = train(config.replace(init_from=str(second_start), iterations=3, val_interval=3), out=results,
+                   checkpoints=tmp_path / "c", progress=False)  # fmt: skip
+    Path(second_start).unlink()  # the chain is traced through the run records, not the files
+    line = starting_point(load_checkpoint(Path(second["checkpoint_dir"]) / "best.pt"), results)
+    assert f"run `{first['key']}`, 2 iterations of batch 8 at 64px (16 samples)" in line, line
+    assert f"before it run `{quick_run['key']}`, 60 iterations of batch 8 at 64px (480 samples)" in line, line
+    assert "(496 samples and " in line and line.endswith("the recipe and time below are the fine-tuning's alone")
+    shutil.rmtree(results / "runs" / quick_run["key"])
+    assert f"run `{quick_run['key']}` (its summary.json is not here)" in starting_point(
+        load_checkpoint(Path(second["checkpoint_dir"]) / "best.pt"), results
+    )
 
 
 def test_a_model_shipped_at_another_input_side_is_scored_and_described_with_it(quick_run, synthetic_root, tmp_path):
