@@ -339,3 +339,21 @@ def test_runs_packs_each_finished_row_for_a_short_lease(tiny_profile, synthetic_
     broken = replace(PROFILES["tiny"], common={**PROFILES["tiny"].common, "crop_size": 65})  # not a multiple of 32
     monkeypatch.setitem(PROFILES, "tiny", broken)
     assert main(base) == 2  # both rows fail (bad config), each reported; the command says so
+
+
+def test_fp16_weights_that_change_predictions_on_photos_are_refused(quick_run, synthetic_root, monkeypatch, tmp_path):
+    """The fp16 guard compares the two models on training photos and writes nothing when they disagree."""
+
+    def scrambled(content, source):
+        half = half_checkpoint(content, source)
+        state = {
+            name: (t.flip(0) if t.is_floating_point() and t.dim() == 4 else t) for name, t in half["state_dict"].items()
+        }
+        return {**half, "state_dict": state}
+
+    monkeypatch.setattr(ship_module, "half_checkpoint", scrambled)
+    target = tmp_path / "model.pt"
+    with pytest.raises(DataError, match=r"best\.pt: fp16 weights change .*% of predicted pixels; not shipped"):
+        ship(Path(quick_run["checkpoint_dir"]) / "best.pt", target, data=synthetic_root,
+             out=quick_run["base"] / "results", device="cpu", evaluate=False, card=False)  # fmt: skip
+    assert not target.exists()
