@@ -210,27 +210,31 @@ class Report:
         return Run(config.model, config, summary, pd.read_csv(summary_file.parent / "metrics.csv"))
 
     def longer_runs(self) -> list[Run]:
-        """Finished runs in the run cache that follow Table 4's recipe on this profile's data and split with more
-        iterations (any registered model, bf16 on the CPU or not): what more samples buy, which notebook 04
-        shows beside Table 4. Found, never trained; ordered by key. Their labels say model, samples and bf16."""
+        """Finished runs on this profile's data and split that follow Table 4's recipe with more iterations (any
+        model, CPU bf16 or not), each followed by the runs fine-tuned from it (`FINE_TUNE_FIELDS` may differ too):
+        what more samples buy, shown beside Table 4 by notebook 04. Found, never trained; labels say samples."""
         field, _, fixed = TABLES["comparison"]
         base = self.config("comparison", **{field: table_rows(self.profile.name, "comparison")[0]}, **fixed)
-        free = {*RUNTIME_FIELDS, *LONGER_RUN_FIELDS}
-        recipe = {k: v for k, v in base.to_dict().items() if k not in free}
-        found = []
+        mine, found, tunes = identify(base, self.results).fingerprint, [], {}
         for summary_file in sorted((self.results / "runs").glob("*/summary.json")):
             summary = json.loads(summary_file.read_text())
-            if not summary.get("finished"):
-                continue
             config = TrainConfig.from_dict(summary["config"])
-            if config.iterations <= base.iterations or {k: config.to_dict()[k] for k in recipe} != recipe:
+            if not summary.get("finished") or summary.get("data", {}).get("fingerprint") != mine:
                 continue
-            if summary.get("data", {}).get("fingerprint") != identify(base, self.results).fingerprint:
-                continue
-            samples = config.iterations * config.batch_size
-            label = f"{config.model}, {samples:,} samples" + (", CPU bf16" if config.cpu_bf16 else "")
-            found.append(Run(label, config, summary, pd.read_csv(summary_file.parent / "metrics.csv")))
-        return found
+            differs = {k for k, v in config.to_dict().items() if v != base.to_dict()[k]} - set(RUNTIME_FIELDS)
+            metrics, samples = pd.read_csv(summary_file.parent / "metrics.csv"), config.iterations * config.batch_size
+            if config.iterations > base.iterations and differs <= set(LONGER_RUN_FIELDS):
+                label = f"{config.model}, {samples:,} samples" + (", CPU bf16" if config.cpu_bf16 else "")
+                found.append(Run(label, config, summary, metrics))
+            elif config.init_from and differs <= {*LONGER_RUN_FIELDS, *FINE_TUNE_FIELDS}:
+                parent = str(json.loads((summary_file.parent / "config.json").read_text()).get("init_run_key"))
+                label = f"{config.model}, +{samples:,} samples at {config.crop_size} px from {parent.split('-')[-1]}"
+                tunes.setdefault(parent, []).append(Run(label, config, summary, metrics))
+
+        def family(run: Run) -> list[Run]:  # a run, then its fine-tunes (counting its samples), and so on
+            return [run, *(later for tune in tunes.get(run.key, []) for later in family(tune.after(run)))]
+
+        return [member for run in found for member in family(run)]
 
     def checkpoint(self, run: Run) -> Path:
         """The best checkpoint of a run: from checkpoints/, else shipped weights; an error names both places."""
@@ -386,6 +390,7 @@ def tta_scores(report: Report, run: Run, tta: str, checkpoint: Path | None = Non
 
 LONGER_RUN_FIELDS = ("model", "iterations", "val_interval", "cpu_bf16")
 """What a longer run of Table 4's recipe may change (`Report.longer_runs`); everything else must match."""
+FINE_TUNE_FIELDS = ("crop_size", "lr", "seed", "init_from")  # what a run fine-tuned from one may change besides
 
 
 # --- training a table's rows in one command ---------------------------------------------------------------

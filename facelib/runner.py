@@ -224,7 +224,7 @@ def headline(out: Path) -> str:
     if longer_table.exists():
         longer = pd.read_csv(longer_table, index_col=0)
         for label, row in longer[longer["fits_cap"].astype(bool)].iterrows():
-            cells.append(_headline_row(f"{label} (this report, a longer run of Table 4's recipe)", row))
+            cells.append(_headline_row(f"{label} (this report, a longer run or fine-tune of Table 4's recipe)", row))
     cells.append(("bisenetv2_xs (the reference, GPU)", f"{ref['mIoU']:.2f}", "–", f"{ref['mFscore']:.1f}", "–",
                   "–", "–", "–", f"{24_000 * 8:,}"))  # fmt: skip
     header = ("model", "mIoU %", "mF1 %", "mFscore_ref %", "per-image F %", "parameters", "CPU ms (PyTorch, 512 px)",
@@ -245,7 +245,7 @@ def _headline_row(label: str, row) -> tuple[str, ...]:
     speed = f"{row['x anchor']:.2f}" if "x anchor" in row and row["x anchor"] == row["x anchor"] else "–"  # not NaN
     return (label, f"{row['mIoU']:.2f}", f"{row['mF1']:.2f}", f"{row['mFscore_ref']:.2f}", f"{row['per_image_F']:.2f}",
             f"{int(row['params']):,}", f"{row['CPU ms']:.0f}", speed,
-            f"{int(row['iterations']) * int(row['batch']):,}")  # fmt: skip
+            f"{int(row['samples'] if 'samples' in row else row['iterations'] * row['batch']):,}")  # fmt: skip
 
 
 def write_index(out: Path, profile: str) -> Path:

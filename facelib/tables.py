@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -32,13 +32,24 @@ FINAL_POINTS = 4  # validation points averaged for Tables 1-2, as the reference 
 
 @dataclass
 class Run:
-    """One finished training run: its label in a table, config, stored summary and per-interval metrics."""
+    """One finished training run: its label in a table, config, stored summary and per-interval metrics;
+    `samples_before`: the training samples its starting weights had seen (a fine-tune's earlier runs)."""
 
     label: str
     config: TrainConfig
     summary: dict[str, Any]
     metrics: pd.DataFrame
     trained_now: bool = False
+    samples_before: int = 0
+
+    @property
+    def samples(self) -> int:
+        """Every training sample its weights saw: its own and, for a fine-tune, those of the runs before it."""
+        return self.samples_before + self.config.iterations * self.config.batch_size
+
+    def after(self, parent: Run) -> Run:
+        """This fine-tune, counting the samples of the run it started from."""
+        return replace(self, samples_before=parent.samples)
 
     @property
     def key(self) -> str:
@@ -214,6 +225,8 @@ def comparison_table(
                 ),
                 "iterations": run.config.iterations,
                 "batch": run.config.batch_size,
+                "crop": run.config.crop_size,
+                "samples": run.samples,
                 "best at": best["iteration"],
                 **{name: best[name] for name in HEADLINE},
                 "aAcc": best["aAcc"],

@@ -311,5 +311,13 @@ def test_headline_shows_the_chosen_model_and_longer_runs_under_the_cap(tmp_path)
         tmp_path / "tables" / "table4_longer_runs.csv"
     )
     page = headline(tmp_path)
-    assert "bisenetv2_xs_slimaux, 192,000 samples (this report, a longer run of Table 4&#x27;s recipe)" in page
+    assert "bisenetv2_xs_slimaux, 192,000 samples (this report, a longer run or fine-tune of Table 4&#x27;s" in page
     assert "66.50" in page and "192,000" in page
+    # a fine-tune's row counts every sample its weights saw, those of the runs before it too
+    tuned = {k: v * 2 for k, v in longer.items()} | {"mIoU": [66.5, 67.25], "iterations": [24000, 1200]}
+    labels = ["bisenetv2_xs_slimaux, 192,000 samples", "bisenetv2_xs_slimaux, +9,600 samples at 384 px from abc"]
+    pd.DataFrame({**tuned, "samples": [192_000, 201_600]}, index=pd.Index(labels, name="run")).to_csv(
+        tmp_path / "tables" / "table4_longer_runs.csv"
+    )
+    page = headline(tmp_path)
+    assert "67.25" in page and "201,600" in page and "<td>9,600</td>" not in page

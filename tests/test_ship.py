@@ -296,12 +296,20 @@ def test_runs_trains_a_table_row_scores_its_tta_and_ship_best_picks_it(tiny_prof
     assert (run.key, path, run.config.iterations) == (key, shipped, 10) and "not one of its Table 4 rows" in described
     (found,) = report.longer_runs()  # notebook 04 lists it beside Table 4
     assert found.key == key and found.label == "fastscnn, 40 samples"
+    # a run fine-tuned from it (other crop, rate and seed) follows it, counting the samples its weights saw
+    tune = [*longer[:4], "4", *longer[5:], "--crop-size", "96", "--lr", "1e-3", "--seed", "3", "--init-from",
+            str(shipped)]  # fmt: skip
+    assert main(tune) == 0
+    (tuned,) = {d.name for d in (results / "runs").iterdir()} - before - {key}
+    found, fine_tune = report.longer_runs()
+    assert (found.key, fine_tune.key, fine_tune.samples) == (key, tuned, 40 + 16)
+    assert fine_tune.label == f"fastscnn, +16 samples at 96 px from {key.split('-')[-1]}"
     # trained on another split: not this profile's model, so notebook 05 falls back to Table 4's choice
     assert main([*longer, "--val-fraction", "0.4"]) == 0
-    (other,) = {d.name for d in (results / "runs").iterdir()} - before - {key}
+    (other,) = {d.name for d in (results / "runs").iterdir()} - before - {key, tuned}
     assert main([ship_longer[0], str(checkpoints / other / "best.pt"), *ship_longer[2:]]) == 0
     assert report.inference_model()[0].key == run_dir.name
-    assert [r.key for r in report.longer_runs()] == [key]  # nor is it a longer run of this profile's Table 4
+    assert [r.key for r in report.longer_runs()] == [key, tuned]  # nor is it a longer run of this profile's Table 4
 
 
 @pytest.mark.skipif(not DEFAULT_MODEL.exists(), reason="no model shipped yet (results/models/facelib-best.pt)")
