@@ -25,7 +25,7 @@ lint: install
 	$(BIN)/ruff format --check .
 
 test: lint
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=15
 
 # The developer's loop: everything but the tests marked slow (under a minute on 2 cores).
 test-fast: install

@@ -128,11 +128,11 @@ def _ship(args: argparse.Namespace) -> list[Path]:
         if not runs:
             raise ConfigError(f"profile {args.best} has no finished Table 4 run yet (facelib runs --profile "
                               f"{args.best} --table comparison trains them)")  # fmt: skip
-        noise = report.measured_noise("comparison", runs)
-        winner = best_run(runs, noise)
-        checkpoint = report.checkpoint(winner)
-        selection = (f"{choice(runs, noise)}, among profile `{args.best}`'s Table 4 rows "
-                     f"{', '.join(f'`{r.label}`' for r in runs)}")  # fmt: skip
+        noise, longer = report.measured_noise("comparison", runs), report.longer_runs()
+        winner = best_run([*runs, *longer], noise)
+        checkpoint, named = report.checkpoint(winner), lambda group: ", ".join(f"`{r.label}`" for r in group)
+        selection = (f"{choice([*runs, *longer], noise)}, among profile `{args.best}`'s Table 4 rows {named(runs)}"
+                     + (f" and the longer runs and fine-tunes beside them {named(longer)}" if longer else ""))  # fmt: skip
         if missing and not args.allow_missing:
             raise ConfigError(f"profile {args.best}'s Table 4 rows {', '.join(missing)} are not in the run cache "
                               f"{Path(args.out) / 'runs'}; train them (facelib runs --profile {args.best} --table "
@@ -337,8 +337,8 @@ def build_parser() -> argparse.ArgumentParser:
         "the audit-corrected labels) and write a model card TARGET.md beside it.",
     )  # fmt: skip
     ship_.add_argument("checkpoint", nargs="?", help="a checkpoint file, a run folder, or a run key")
-    ship_.add_argument("--best", metavar="PROFILE", help="instead: the best Table 4 run under the parameter cap "
-                       "in that profile's run cache (by validation mF1, as notebooks 04 and 05 choose it)")  # fmt: skip
+    ship_.add_argument("--best", metavar="PROFILE", help="instead: the best run under the cap among that profile's "
+                       "Table 4 rows and their longer runs and fine-tunes (by validation mF1; ties: fewest FLOPs)")  # fmt: skip
     ship_.add_argument("--why", metavar="PHRASE", help="with a named checkpoint: why it was chosen, a phrase the "
                        "model card prints after 'chosen as'")  # fmt: skip
     ship_.add_argument("--to", metavar="TARGET.pt", help="where to write (default: results/models/facelib-best.pt)")

@@ -320,8 +320,8 @@ def best_run(runs: Sequence[Run], noise: Noise | None = None) -> Run:
     cap, such as the reference's BiSeNetV2-XS by facelib's count, is compared in Table 4 but never chosen).
 
     With the table's measured `noise`, runs whose mF1 lies within its seed spread of the top are tied, and the
-    tied model with the fewest inference FLOPs wins: a faster model is not given up for a lead that a second
-    seed could undo."""
+    tied run whose model costs the fewest inference FLOPs at its own input side (its training crop) wins: a
+    faster model is not given up for a lead that a second seed could undo."""
     eligible = [run for run in runs if under_cap(run)]
     if not eligible:
         raise ReportError(f"no run under the parameter cap among {', '.join(run.label for run in runs)}")
@@ -329,8 +329,12 @@ def best_run(runs: Sequence[Run], noise: Noise | None = None) -> Run:
     tied = [run for run in eligible if noise is not None and _best_mf1(top) - _best_mf1(run) <= noise.spread["mF1"]]
     if len(tied) < 2:
         return top
-    return min(tied, key=lambda run: (inference_flops(build_model(run.config.model, **run.config.model_overrides)),
-                                      -_best_mf1(run)))  # fmt: skip
+    return min(tied, key=lambda run: (_input_flops(run), -_best_mf1(run)))
+
+
+def _input_flops(run: Run) -> int:
+    """What one photo costs the run's model at the side it was trained and is shipped at."""
+    return inference_flops(build_model(run.config.model, **run.config.model_overrides), run.config.crop_size)
 
 
 def choice(runs: Sequence[Run], noise: Noise | None) -> str:
@@ -341,8 +345,8 @@ def choice(runs: Sequence[Run], noise: Noise | None) -> str:
         return f"`{winner.label}`: the highest validation mF1 under the parameter cap ({_best_mf1(winner):.2f})"
     return (
         f"`{winner.label}` ({_best_mf1(winner):.2f} mF1): `{top.label}` scored {_best_mf1(top) - _best_mf1(winner):.2f} "
-        f"mF1 more, within the seed spread ({noise.spread['mF1']:.2f}), so the cheaper model (fewer inference "
-        "FLOPs) was chosen"
+        f"mF1 more, within the seed spread ({noise.spread['mF1']:.2f}), so the cheaper run (fewer inference "
+        "FLOPs at its input side) was chosen"
     )
 
 

@@ -195,9 +195,9 @@ def test_shipped_file_exports_to_onnx(shipped, tmp_path):
 # --- choosing and training a table's runs ---------------------------------------------------------------
 
 
-def _run(model: str, mf1: float) -> Run:
+def _run(model: str, mf1: float, crop_size: int = 512) -> Run:
     summary = {"key": model, "best": {"mF1": mf1}}
-    return Run(model, TrainConfig(model=model), summary, pd.DataFrame())
+    return Run(model, TrainConfig(model=model, crop_size=crop_size), summary, pd.DataFrame())
 
 
 def test_best_run_never_picks_a_model_over_the_parameter_cap():
@@ -219,6 +219,13 @@ def test_best_run_prefers_the_cheaper_model_when_the_lead_is_within_noise():
     assert best_run(runs, spread(0.28)).label == "fastscnn"  # tied with it: 1.8 GFLOPs against 4.6
     assert "0.16 mF1 more, within the seed spread (0.28)" in choice(runs, spread(0.28))
     assert best_run(runs, spread(3.0)).label == "lraspp_mobilenetv3"  # all three tied: the cheapest
+    # one model fine-tuned at two input sides: the smaller side costs less per photo, so it wins a tie
+    sides = [_run("fastscnn", 76.63, crop_size=384), replace(_run("fastscnn", 76.55, crop_size=320), label="at 320")]
+    assert best_run(sides, spread(0.27)).label == "at 320"
+    assert "within the seed spread (0.27), so the cheaper run (fewer inference FLOPs at its input side)" in choice(
+        sides, spread(0.27)
+    )
+    assert best_run(sides, spread(0.05)).label == "fastscnn"  # a lead beyond the spread is kept
 
 
 def test_table_rows_follow_the_tables_and_the_profile():
@@ -304,6 +311,17 @@ def test_runs_trains_a_table_row_scores_its_tta_and_ship_best_picks_it(tiny_prof
     found, fine_tune = report.longer_runs()
     assert (found.key, fine_tune.key, fine_tune.samples) == (key, tuned, 40 + 16)
     assert fine_tune.label == f"fastscnn, +16 samples at 96 px from {key.split('-')[-1]}"
+    # ship --best weighs them too, beside Table 4's rows: the top validation mF1 (no noise measured here)
+    assert main(best) == 0
+    mf1 = {
+        k: json.loads((results / "runs" / k / "summary.json").read_text())["best"]["mF1"]
+        for k in (run_dir.name, key, tuned)
+    }
+    assert load_checkpoint(target)["run_key"] == max(mf1, key=mf1.get)
+    assert (
+        f"and the longer runs and fine-tunes beside them `{found.label}`, `{fine_tune.label}`"
+        in target.with_suffix(".md").read_text()
+    )
     # trained on another split: not this profile's model, so notebook 05 falls back to Table 4's choice
     assert main([*longer, "--val-fraction", "0.4"]) == 0
     (other,) = {d.name for d in (results / "runs").iterdir()} - before - {key, tuned}
