@@ -68,17 +68,17 @@ def test_bench_infer_measures_each_backend_and_their_agreement(synthetic_root, t
 def test_bench_infer_with_a_checkpoint_adds_validation_accuracy(quick_run, synthetic_root):
     best = Path(quick_run["checkpoint_dir"]) / "best.pt"
     table = bench_infer(checkpoint=best, size=64, repeats=2, warmup=1, data=synthetic_root,
-                        backends=("eager", "onnx_fp32"), out=quick_run["base"] / "results", accuracy=True)  # fmt: skip
+                        backends=("eager", "onnx_fp32_fixed"), out=quick_run["base"] / "results", accuracy=True)  # fmt: skip
     assert table.loc["eager", "val_mIoU"] == pytest.approx(quick_run["best"]["mIoU"], abs=1e-3)
-    assert abs(table.loc["onnx_fp32", "val_mIoU_drop"]) < 0.01
+    assert abs(table.loc["onnx_fp32_fixed", "val_mIoU_drop"]) < 0.01
 
 
 def test_bench_cli_writes_a_table_with_its_provenance(synthetic_root, tmp_path):
     code = main(["bench", "infer", "--model", "fastscnn", "--size", "64", "--repeats", "2", "--backends",
-                 "eager,onnx_fp32", "--data", str(synthetic_root), "--out", str(tmp_path)])  # fmt: skip
+                 "eager,onnx_fp32_fixed", "--data", str(synthetic_root), "--out", str(tmp_path)])  # fmt: skip
     assert code == 0
     note = (tmp_path / "bench" / "infer_fastscnn_untrained_64px_t2_b1.md").read_text()
-    assert "| onnx_fp32 |" in note and "commit" in note and "onnxruntime" in note and "torch" in note
+    assert "| onnx_fp32_fixed |" in note and "commit" in note and "onnxruntime" in note and "torch" in note
     assert main(["bench", "infer", "--model", "nope", "--out", str(tmp_path)]) == 2
 
 

@@ -188,8 +188,8 @@ def test_predict_uses_the_default_model_and_says_how_to_get_one(shipped, synthet
 
 
 def test_shipped_file_exports_to_onnx(shipped, tmp_path):
-    target = tmp_path / "shipped.onnx"
-    assert main(["export", str(shipped["target"]), "--onnx", str(target)]) == 0 and target.exists()
+    target = tmp_path / "shipped.onnx"  # a static graph: what is tested is reading the fp16 file, 4x faster
+    assert main(["export", str(shipped["target"]), "--onnx", str(target), "--fixed-shape"]) == 0 and target.exists()
 
 
 # --- choosing and training a table's runs ---------------------------------------------------------------
