@@ -27,7 +27,7 @@ lint: install
 test: lint
 	$(BIN)/python -m pytest -q --durations=15
 
-# The developer's loop: everything but the tests marked slow (under a minute on 2 cores).
+# The developer's loop: everything but the tests marked slow (about 2 minutes on 2 cores).
 test-fast: install
 	$(BIN)/python -m pytest -q -m "not slow"
 

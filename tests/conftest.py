@@ -58,7 +58,7 @@ SLOW_FIXTURES = {"quick_run", "smoke", "shipped", "tiny_profile", "real"}
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Mark as `slow` every test that uses a slow fixture (others carry the mark themselves), so that
-    `pytest -m "not slow"` is a loop of under a minute; `make test` runs everything."""
+    `pytest -m "not slow"` is a loop of about 2 minutes; `make test` runs everything."""
     for item in items:
         if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.slow)
