@@ -28,16 +28,7 @@ from facelib.labels import read_mask
 from facelib.outputs import provenance, save_figure, shown_path, write_table
 from facelib.profiles import LOSS_ROWS, NOISE_SEED, TABLES, chosen_rows, get_profile, table_rows
 from facelib.run import identify, run_key
-from facelib.tables import (
-    AUGMENTATION_COMPARISONS,
-    HEADLINE,
-    LOSS_COMPARISONS,
-    Noise,
-    Run,
-    best_run,
-    choice,
-    styled,
-)
+from facelib.tables import AUGMENTATION_COMPARISONS, HEADLINE, LOSS_COMPARISONS, Noise, Run, best_run, choice, styled
 from facelib.train import train
 
 # smp and timm import tqdm.auto, which warns in a notebook kernel without ipywidgets; facelib draws no widget bars.
@@ -229,6 +220,7 @@ class Report:
             elif config.init_from and differs <= {*LONGER_RUN_FIELDS, *FINE_TUNE_FIELDS}:
                 parent = str(json.loads((summary_file.parent / "config.json").read_text()).get("init_run_key"))
                 label = f"{config.model}, +{samples:,} samples at {config.crop_size} px from {parent.split('-')[-1]}"
+                label += f", repeat factors {config.repeat_threshold:g}" * bool(config.repeat_threshold)
                 tunes.setdefault(parent, []).append(Run(label, config, summary, metrics))
 
         def family(run: Run) -> list[Run]:  # a run, then its fine-tunes (counting its samples), and so on
@@ -390,7 +382,7 @@ def tta_scores(report: Report, run: Run, tta: str, checkpoint: Path | None = Non
 
 LONGER_RUN_FIELDS = ("model", "iterations", "val_interval", "cpu_bf16")
 """What a longer run of Table 4's recipe may change (`Report.longer_runs`); everything else must match."""
-FINE_TUNE_FIELDS = ("crop_size", "lr", "seed", "init_from")  # what a run fine-tuned from one may change besides
+FINE_TUNE_FIELDS = ("crop_size", "lr", "seed", "init_from", "repeat_threshold")  # and for a run fine-tuned from one
 
 
 # --- training a table's rows in one command ---------------------------------------------------------------

@@ -20,7 +20,6 @@ import json
 import math
 import os
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -56,61 +55,11 @@ from facelib.run import (
     summarize,
     write_json,
 )
+from facelib.sampling import TrainBatches, repeat_factors
 from facelib.stats import class_weights
 from facelib.tta import evaluate_model
 
 CPU = torch.device("cpu")
-
-
-# --- run identity ---------------------------------------------------------------------------------------
-
-
-# --- data ------------------------------------------------------------------------------------------------
-
-
-class TrainBatches(torch.utils.data.Sampler):
-    """Batches of (index, augmentation seed) for iterations `start`..`stop` - 1.
-
-    Each epoch's order (and each process's share of it) comes from torch's DistributedSampler with the run's
-    seed; iteration i reads batch i mod (batches per epoch) of epoch i div (batches per epoch), so the stream
-    can start at any iteration (resume) and is the same for any worker count. Each sample's augmentation
-    seed is derived from (seed, iteration, position in the global batch).
-    """
-
-    def __init__(self, size: int, batch: int, seed: int, start: int, stop: int, rank: int = 0, world: int = 1):
-        self.size, self.batch, self.seed, self.start, self.stop = size, batch, seed, start, stop
-        self.rank, self.world = rank, world
-        self.per_epoch = (size // world) // batch
-        if self.per_epoch < 1:
-            raise ConfigError(f"{size} training images cannot fill one batch of {batch} on each of {world} process(es)")
-
-    def __len__(self) -> int:
-        return self.stop - self.start
-
-    def _epoch(self, epoch: int) -> list[int]:
-        sampler = torch.utils.data.DistributedSampler(
-            range(self.size), num_replicas=self.world, rank=self.rank, shuffle=True, seed=self.seed, drop_last=True
-        )
-        sampler.set_epoch(epoch)
-        return list(sampler)
-
-    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
-        epoch, order = -1, []
-        for iteration in range(self.start, self.stop):
-            if iteration // self.per_epoch != epoch:
-                epoch = iteration // self.per_epoch
-                order = self._epoch(epoch)
-            position = iteration % self.per_epoch
-            indices = order[position * self.batch : (position + 1) * self.batch]
-            offset = self.rank * self.batch
-            yield [(index, _sample_seed(self.seed, iteration, offset + j)) for j, index in enumerate(indices)]
-
-
-def _sample_seed(seed: int, iteration: int, slot: int) -> int:
-    return int(np.random.SeedSequence([seed, iteration, slot]).generate_state(1)[0])
-
-
-# --- distributed -----------------------------------------------------------------------------------------
 
 
 # --- schedule, checkpoints, files ---------------------------------------------------------------------
@@ -174,9 +123,11 @@ def train_loader(
     """Augmented training batches for iterations `start`..`stop` - 1 (see `TrainBatches`), pinned for CUDA."""
     per_process = config.batch_size // procs.world
     workers = loader_workers(config, device)
+    factors = repeat_factors(data.class_pixels, config.repeat_threshold)
+    batches = TrainBatches(len(data.train_set), per_process, config.seed, start, stop, procs.rank, procs.world, factors)
     return torch.utils.data.DataLoader(
         data.train_set,
-        batch_sampler=TrainBatches(len(data.train_set), per_process, config.seed, start, stop, procs.rank, procs.world),
+        batch_sampler=batches,
         num_workers=workers,
         pin_memory=device.type == "cuda",
         prefetch_factor=4 if workers else None,

@@ -21,7 +21,7 @@ LAYERS = [
     ["facelib.synthetic", "facelib.augment", "facelib.metrics", "facelib.models.common"],
     ["facelib.data", "facelib.models.fastscnn", "facelib.models.bisenetv2", "facelib.models.library"],
     ["facelib.models"],
-    ["facelib.audit", "facelib.stats", "facelib.losses", "facelib.models.profile"],
+    ["facelib.audit", "facelib.stats", "facelib.losses", "facelib.models.profile", "facelib.sampling"],
     ["facelib.config"],
     ["facelib.checkpoint", "facelib.tta"],
     ["facelib.run"],

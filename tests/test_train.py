@@ -11,6 +11,7 @@ import socket
 import warnings
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -20,7 +21,8 @@ from facelib.config import TrainConfig, preset_config
 from facelib.errors import ConfigError, RunBusyError
 from facelib.outputs import exclusive, shown_path
 from facelib.run import identify, run_key
-from facelib.train import TrainBatches, lr_factor, train, training_autocast
+from facelib.sampling import TrainBatches, repeat_factors
+from facelib.train import lr_factor, train, training_autocast
 from tests.conftest import QUICK_RUN
 
 
@@ -77,6 +79,25 @@ def test_batch_stream_covers_each_epoch_resumes_anywhere_and_splits_across_proce
     assert len(set(seeds)) == len(seeds)
     with pytest.raises(ConfigError, match="cannot fill one batch"):
         TrainBatches(size=3, batch=4, seed=0, start=0, stop=1)
+
+
+def test_repeat_factors_draw_photos_with_rare_classes_more_often_and_resume_anywhere():
+    pixels = np.zeros((100, 3), dtype=np.int64)
+    pixels[:, 0] = 10  # in every photo
+    pixels[:4, 1] = 5  # in 4% of them: r = sqrt(0.36 / 0.04) = 3
+    pixels[4:40, 2] = 5  # in 36%: r = 1
+    factors = repeat_factors(pixels, 0.36)
+    assert factors[:4] == pytest.approx([3.0] * 4) and factors[4:] == pytest.approx([1.0] * 96)
+    assert repeat_factors(pixels, 0.0) is None
+    stream = list(TrainBatches(size=100, batch=10, seed=2, start=0, stop=400, weights=factors))
+    drawn = np.array([i for batch in stream for i, _ in batch])
+    assert np.isin(drawn, range(4)).mean() == pytest.approx(12 / 108, abs=0.01)  # 4 x 3 of 108 weight
+    assert list(TrainBatches(size=100, batch=10, seed=2, start=25, stop=400, weights=factors)) == stream[25:]
+    ranks = [list(TrainBatches(100, 5, 2, 0, 10, rank=r, world=2, weights=factors)) for r in (0, 1)]
+    shares = [i for rank in ranks for batch in rank for i, _ in batch]  # one epoch, split between processes
+    assert sorted(shares) == sorted(drawn[:100].tolist())
+    with pytest.raises(ConfigError, match="repeat_threshold"):
+        TrainConfig(repeat_threshold=1.5)
 
 
 def test_short_run_learns(quick_run):
