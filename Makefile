@@ -24,8 +24,17 @@ lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
+# Two pytest processes, each running whole test files with one compute thread: the exports' tracing and the
+# notebooks' kernels are mostly single-threaded Python, and two 2-thread processes on 2 cores stall each
+# other. TEST_WORKERS=0: one process, torch's default threads.
+TEST_WORKERS ?= 2
+ifeq ($(TEST_WORKERS),0)
+PYTEST := $(BIN)/python -m pytest
+else
+PYTEST := OMP_NUM_THREADS=1 $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile
+endif
 test: lint
-	$(BIN)/python -m pytest -q --durations=15
+	$(PYTEST) -q --durations=15
 
 # The developer's loop: everything but the tests marked slow (about 2 minutes on 2 cores).
 test-fast: install
