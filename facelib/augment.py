@@ -102,16 +102,24 @@ def photometric(p: float = 0.5) -> A.BasicTransform:
     )
 
 
-def geometric(crop_size: int) -> list[A.BasicTransform]:
-    """Rotate +-25 degrees (p=0.5, mask filled with background, nearest), random resize x1.0-1.2, and a crop
-    back to `crop_size` that avoids crops dominated by one class."""
+def geometric(crop_size: int, scale: tuple[float, float] = (1.0, 1.2)) -> list[A.BasicTransform]:
+    """Rotate +-25 degrees (p=0.5, mask filled with background, nearest), random resize by a factor in `scale`
+    (the reference's x1.0-1.2 unless told), and a crop back to `crop_size` that avoids crops dominated by one
+    class (padded with the ignore label where the resized photo is smaller than the crop)."""
     return [
         A.Rotate(
             limit=25, border_mode=cv2.BORDER_CONSTANT, fill=0, fill_mask=0, mask_interpolation=cv2.INTER_NEAREST, p=0.5
         ),
-        A.RandomScale(scale_limit=(0.0, 0.2), mask_interpolation=cv2.INTER_NEAREST, p=1.0),
+        A.RandomScale(scale_limit=(scale[0] - 1, scale[1] - 1), mask_interpolation=cv2.INTER_NEAREST, p=1.0),
         CatMaxRatioCrop(crop_size, cat_max_ratio=0.75, retries=10),
     ]
+
+
+def erasing(p: float = 0.5) -> A.BasicTransform:
+    """Random erasing (Zhong et al. 2017) on the image alone: 1-3 rectangles, each 10-30% of the crop's height
+    and width, set to black (0, before normalising); the mask keeps the labels under them, so the model learns
+    to infer occluded parts from their context."""
+    return A.CoarseDropout(num_holes_range=(1, 3), hole_height_range=(0.1, 0.3), hole_width_range=(0.1, 0.3), p=p)
 
 
 AUGMENT_PRESETS: dict[str, str] = {
@@ -121,6 +129,8 @@ AUGMENT_PRESETS: dict[str, str] = {
     "geometric": "rotate +-25 deg (p=0.5), resize x1.0-1.2, crop with cat_max_ratio 0.75",
     "photometric": "brightness, contrast, saturation and hue at half mmseg's strength (p=0.5)",
     "full": "flip with swap, then geometric, then photometric (on uint8 pixels, before normalising)",
+    "full_wide": "full with the resize range of mmseg's standard pipelines, x0.5-2.0, instead of x1.0-1.2",
+    "full_erase": "full, then random erasing (p=0.5): 1-3 rectangles of 10-30% of each side set to 0, mask kept",
 }
 
 
@@ -134,6 +144,8 @@ def _augmentations(preset: str, crop_size: int) -> list[A.BasicTransform]:
         "geometric": geometric(crop_size),
         "photometric": [photometric()],
         "full": [FlipSwapLeftRight(p=0.5), *geometric(crop_size), photometric()],
+        "full_wide": [FlipSwapLeftRight(p=0.5), *geometric(crop_size, scale=(0.5, 2.0)), photometric()],
+        "full_erase": [FlipSwapLeftRight(p=0.5), *geometric(crop_size), photometric(), erasing()],
     }[preset]
 
 

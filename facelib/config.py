@@ -25,7 +25,7 @@ BACKENDS = ("auto", "torch", "onnx")  # auto: by the file's suffix (.onnx: ONNX 
 
 
 RUNTIME_FIELDS = ("data", "device", "workers", "compile", "channels_last", "threads", "keep_memory")
-KEYED_WHEN_SET = {"cpu_bf16": False, "init_from": None, "repeat_threshold": 0.0}
+KEYED_WHEN_SET = {"cpu_bf16": False, "init_from": None, "repeat_threshold": 0.0, "ema_decay": 0.0}
 """Fields added after runs were cached: a run key counts them only when they differ from this default, so the
 keys (and cached results) of every run that predates them stay valid."""
 """How and where a run happens, not what it computes: left out of the run key."""
@@ -57,6 +57,7 @@ class TrainConfig:
     corrected_labels: bool = False  # train on the audit's corrected left/right labels (validation: original)
     init_from: str | None = None  # start from this inference checkpoint's weights (fine-tuning); keyed by content
     repeat_threshold: float = 0.0  # repeat-factor sampling: photos with a class in a share f < this of the training photos are drawn sqrt(this/f) times as often; 0: uniform
+    ema_decay: float = 0.0  # validate, keep and ship an exponential moving average of the weights with this decay (e.g. 0.999); 0: the trained weights
     split_seed: int = 0  # the train/val split
     val_fraction: float = 0.2  # share of the annotated pairs held out for validation
     data: str | None = None  # dataset root; None: $FACELIB_DATA, else the synthetic faces
@@ -90,6 +91,8 @@ class TrainConfig:
             raise ConfigError(f"crop_size must be a multiple of 32 (the models' stride), got {self.crop_size}")
         if not 0 <= self.repeat_threshold <= 1:
             raise ConfigError(f"repeat_threshold must be in [0, 1], got {self.repeat_threshold}")
+        if not 0 <= self.ema_decay < 1:
+            raise ConfigError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
         if not 0 <= self.warmup_fraction < 1:
             raise ConfigError(f"warmup_fraction must be in [0, 1), got {self.warmup_fraction}")
         if self.lr <= 0 or self.weight_decay < 0 or (self.workers or 0) < 0 or self.threads < 0:

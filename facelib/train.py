@@ -30,6 +30,7 @@ import torch
 from torch import nn
 from tqdm import tqdm  # the plain text bar: tqdm.auto warns in notebooks without ipywidgets
 
+from facelib.averaging import WeightAverage
 from facelib.checkpoint import inference_checkpoint, resolve_device, start_from
 from facelib.config import TrainConfig
 from facelib.data import collate_eval
@@ -233,6 +234,11 @@ class Parts:
     weights: np.ndarray | None
     optimizer: torch.optim.Optimizer
     scheduler: Any
+    average: WeightAverage | None = None  # with `ema_decay`: the averaged weights, validated and kept instead
+
+    def scored(self) -> nn.Module:
+        """The weights a validation scores and best.pt keeps: the average when the run keeps one."""
+        return self.model if self.average is None else self.average.module
 
 
 def build_parts(config: TrainConfig, data: RunData, device: torch.device, procs: Processes) -> Parts:
@@ -250,7 +256,8 @@ def build_parts(config: TrainConfig, data: RunData, device: torch.device, procs:
         )
     if config.compile:
         network = torch.compile(network)  # validation and checkpoints use `model`, the eager module
-    return Parts(model, network, criterion, weights, optimizer, scheduler)
+    average = WeightAverage(model, config.ema_decay) if config.ema_decay else None
+    return Parts(model, network, criterion, weights, optimizer, scheduler, average)
 
 
 def resume(path: Path, parts: Parts, device: torch.device) -> Progress:
@@ -260,6 +267,8 @@ def resume(path: Path, parts: Parts, device: torch.device) -> Progress:
     parts.optimizer.load_state_dict(state["optimizer"])
     parts.scheduler.load_state_dict(state["scheduler"])
     torch.set_rng_state(state["rng"])
+    if parts.average is not None:
+        parts.average.load_state_dict(state["average"])
     return Progress(*(state[k] for k in ("iteration", "history", "elapsed_s", "best", "final")))
 
 
@@ -267,6 +276,7 @@ def save_progress(paths: RunPaths, parts: Parts, progress: Progress, config: Tra
     """last.pt (everything a resume needs) and metrics.csv, after every interval."""
     state = {"model": parts.model.state_dict(), "optimizer": parts.optimizer.state_dict(),
              "scheduler": parts.scheduler.state_dict(), "rng": torch.get_rng_state(),
+             **({} if parts.average is None else {"average": parts.average.state_dict()}),
              **dataclasses.asdict(progress), "config": config.to_dict()}  # fmt: skip
     save_checkpoint(state, paths.last)
     with atomic_path(paths.metrics) as tmp:
@@ -309,6 +319,8 @@ def _train_run(
             print(f"run {key}: resuming at iteration {progress.iteration} from {paths.last}")
     elif config.init_from is not None:
         start_from(config.init_from, parts.model, config.model)
+        if parts.average is not None:
+            parts.average = WeightAverage(parts.model, config.ema_decay)
         if talk:
             print(f"run {key}: starting from the weights of {config.init_from}")
     stop = config.iterations if stop_after is None else min(stop_after, config.iterations)
@@ -332,6 +344,8 @@ def _train_run(
         images, masks = to_device(images, masks, device, config.channels_last)
         loss = train_step(parts.network, parts.criterion, parts.optimizer, images, masks, autocast)
         parts.scheduler.step()
+        if parts.average is not None:
+            parts.average.update(parts.model)
         loss_sum += loss.detach()
         steps, images_seen, done = steps + 1, images_seen + images.shape[0] * procs.world, iteration + 1
         bar.update(1)
@@ -350,16 +364,19 @@ def _train_run(
                    "images_per_s": images_seen / window, "data_wait_share": wait / window}  # fmt: skip
             if at_interval:
                 val_start = time.perf_counter()
-                matrix = evaluate_model(parts.model, val_loader, device, amp=config.amp)
+                matrix = evaluate_model(parts.scored(), val_loader, device, amp=config.amp)
                 metrics = matrix.compute()
                 row.update(metrics.summary(), val_s=time.perf_counter() - val_start)
+                if parts.average is not None:  # the trained weights too, for the average's paired effect
+                    trained = evaluate_model(parts.model, val_loader, device, amp=config.amp).compute().summary()
+                    row.update({f"trained_{k}": trained[k] for k in ("mIoU", "mF1", "per_image_F")})
                 last_miou = row["mIoU"]
                 parts.network.train()
                 progress.final = scores_at(done, metrics, matrix.mat.cpu())
                 if progress.best is None or progress.final["mF1"] > progress.best["mF1"]:
                     progress.best = progress.final
                     if procs.main:
-                        best = inference_checkpoint(parts.model, config, data.mean, data.std, key, done, metrics)
+                        best = inference_checkpoint(parts.scored(), config, data.mean, data.std, key, done, metrics)
                         save_checkpoint(best, paths.best)
             progress.iteration = done
             progress.history.append(row)

@@ -15,7 +15,7 @@ from facelib.augment import (
     train_transform,
 )
 from facelib.errors import ConfigError
-from facelib.labels import CLASS_NAMES, LEFT_RIGHT_PAIRS, read_mask
+from facelib.labels import CLASS_NAMES, IGNORE_INDEX, LEFT_RIGHT_PAIRS, read_mask
 from facelib.synthetic import draw_face
 
 C = {name: i for i, name in enumerate(CLASS_NAMES)}
@@ -188,3 +188,20 @@ def test_reseed_is_reproducible_and_gives_each_transform_its_own_stream(face):
         out = pair(image=probe)["image"]
         agreement.append(bool(out[0, 0] in (probe[0, 3], probe[3, 3])) == bool(out[0, 0] in (probe[3, 0], probe[3, 3])))
     assert 0.3 < np.mean(agreement) < 0.7
+
+
+def test_wide_scale_shrinks_photos_below_the_crop_and_erasing_leaves_the_mask(face):
+    image, mask = face
+    runs = {name: train_transform(name, 64, MEAN, STD, resize=True) for name in ("full", "full_wide", "full_erase")}
+    padded, erased = {"full": 0, "full_wide": 0}, 0
+    for seed in range(24):
+        out = {}
+        for name, transform in runs.items():
+            reseed(transform, seed)
+            out[name] = transform(image=image, mask=mask)
+        for name in padded:
+            padded[name] += bool((out[name]["mask"] == IGNORE_INDEX).any())
+        np.testing.assert_array_equal(out["full_erase"]["mask"], out["full"]["mask"])  # same draws, mask kept
+        erased += not np.array_equal(out["full_erase"]["image"], out["full"]["image"])
+    assert padded["full"] == 0 and 3 <= padded["full_wide"] <= 18  # x0.5-1.0 of x0.5-2.0: a third of draws
+    assert 4 <= erased <= 20  # erasing fires about half the time

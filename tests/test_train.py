@@ -16,6 +16,7 @@ import pandas as pd
 import pytest
 import torch
 
+from facelib.averaging import WeightAverage
 from facelib.checkpoint import load_checkpoint, model_from_checkpoint
 from facelib.config import TrainConfig, preset_config
 from facelib.errors import ConfigError, RunBusyError
@@ -366,3 +367,46 @@ def test_cpu_bf16_warns_where_the_cpu_would_emulate_it(monkeypatch):
         warnings.simplefilter("error")
         prepare_cpu(bf16, cpu)
         prepare_cpu(bf16.replace(cpu_bf16=False), cpu)
+
+
+def test_weight_average_follows_with_a_warm_up_then_averages_and_copies_counters():
+    model = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.BatchNorm1d(2))
+    average = WeightAverage(model, decay=0.9)
+    start = model[0].weight.detach().clone()
+    with torch.no_grad():
+        model[0].weight.add_(1.0)
+    model[1].num_batches_tracked += 5
+    average.update(model)  # n = 1: d = min(0.9, 2 / 11)
+    expected = start + (1 - 2 / 11) * 1.0
+    assert torch.allclose(average.module[0].weight, expected)
+    assert int(average.module[1].num_batches_tracked) == 5 and not average.module.training
+    for _ in range(200):
+        average.update(model)
+    assert average.current_decay() == 0.9 and torch.allclose(average.module[0].weight, model[0].weight, atol=1e-6)
+    restored = WeightAverage(model, decay=0.9)
+    restored.load_state_dict(average.state_dict())
+    assert restored.updates == 201 and torch.equal(restored.module[0].weight, average.module[0].weight)
+    with pytest.raises(ValueError):
+        WeightAverage(model, decay=1.0)
+
+
+def test_ema_run_keeps_the_average_leaves_training_unchanged_and_resumes(synthetic_root, tmp_path):
+    base = {**QUICK_RUN, "iterations": 8, "val_interval": 8}  # one validation: best.pt holds the last average
+    plain = TrainConfig(data=str(synthetic_root), **base)
+    averaged = plain.replace(ema_decay=0.9)
+    assert run_key(plain, "f") != run_key(averaged, "f")
+    without = train(plain, out=tmp_path / "a", checkpoints=tmp_path / "ca", progress=False)
+    whole = train(averaged, out=tmp_path / "b", checkpoints=tmp_path / "cb", progress=False)
+    train(averaged, out=tmp_path / "c", checkpoints=tmp_path / "cc", stop_after=4, progress=False)
+    resumed = train(averaged, out=tmp_path / "c", checkpoints=tmp_path / "cc", progress=False)
+    assert resumed["best"] == whole["best"] and resumed["final"] == whole["final"]
+    metrics = pd.read_csv(Path(whole["run_dir"]) / "metrics.csv")
+    plain_metrics = pd.read_csv(Path(without["run_dir"]) / "metrics.csv")
+    assert list(metrics["trained_mIoU"]) == pytest.approx(list(plain_metrics["mIoU"]), abs=1e-4)
+    last = torch.load(tmp_path / "cb" / whole["key"] / "last.pt", weights_only=True)
+    last_plain = torch.load(tmp_path / "ca" / without["key"] / "last.pt", weights_only=True)
+    assert all(torch.equal(last["model"][n], last_plain["model"][n]) for n in last["model"])
+    best = load_checkpoint(tmp_path / "cb" / whole["key"] / "best.pt")
+    kept = {n: t for n, t in best["state_dict"].items() if t.is_floating_point()}
+    assert all(torch.allclose(kept[n].float(), last["average"]["module"][n].float()) for n in kept)
+    assert any(not torch.equal(last["average"]["module"][n], last["model"][n]) for n in kept)
