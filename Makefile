@@ -14,9 +14,10 @@ $(STAMP): pyproject.toml constraints.txt
 
 install: $(STAMP)
 
-# The notebook series in the smoke profile (CPU, a few minutes) on $$FACELIB_DATA, else the synthetic faces:
-# results/smoke/{notebooks,html,tables,figures,README.md}. Other profiles: facelib report --profile gpu-short.
-PROFILE ?= smoke
+# With the real data ($$FACELIB_DATA): the cpu report rebuilt from the committed runs (no training, a few
+# minutes) into results/cpu/. Without it: the smoke profile on the built-in synthetic faces (it trains its tiny
+# runs, a few minutes) into results/smoke/. PROFILE=... picks another; facelib report --help has the options.
+PROFILE ?= $(if $(FACELIB_DATA),cpu,smoke)
 report: install
 	$(BIN)/facelib report --profile $(PROFILE)
 

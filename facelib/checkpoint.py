@@ -11,6 +11,7 @@ checkpoint is (`load_model`); no facelib model code is built to run it (`OnnxMod
 from __future__ import annotations
 
 import json
+import pickle
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -63,16 +64,32 @@ def inference_checkpoint(
     }
 
 
+def read_torch_file(path: str | Path, what: str = "a loadable facelib checkpoint", way_out: str = "") -> Any:
+    """`torch.load` with `weights_only` (tensors and plain values, never code); a missing, truncated, corrupt or
+    code-carrying file is one DataError naming it, what is wrong and `way_out`."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: file does not exist{way_out}")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        if "weights only load failed" not in str(error).lower():  # damage, not content: below
+            raise DataError(f"{path}: not {what}: damaged ({str(error).strip()[:200]}){way_out}") from error
+        # torch's message advises an unsafe load, the one thing not to do with a file one did not make
+        raise DataError(f"{path}: not {what}: it holds Python objects beyond tensors and plain values, which "
+                        f"facelib never loads (loading them can run code){way_out}") from error  # fmt: skip
+    except Exception as error:  # RuntimeError (a damaged zip), EOFError, ... depending on the damage
+        first = str(error).strip().splitlines()[0].split(". ")[0] if str(error).strip() else ""
+        reason = f"{type(error).__name__}: {first}" if len(first) > 8 else type(error).__name__
+        raise DataError(f"{path}: not {what}: damaged or truncated ({reason}){way_out}") from error
+
+
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
     """Read a facelib checkpoint safely; anything else (missing, corrupt, foreign, code-carrying) is a DataError."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: checkpoint file does not exist")
-    try:
-        content = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # torch raises UnpicklingError, RuntimeError, EOFError, ... depending on damage
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise DataError(f"{path}: not a loadable facelib checkpoint ({reason})") from error
+    content = read_torch_file(path)
     if not isinstance(content, dict) or content.get("format") != CHECKPOINT_FORMAT:
         hint = (
             " (a training-state file: use best.pt beside it)"

@@ -11,6 +11,9 @@ from pathlib import Path
 from facelib.config import BACKENDS, TRAIN_PRESETS, TTA_MODES, add_config_flags, config_from_flags
 from facelib.errors import ConfigError, DataError, ReportError, RunBusyError
 
+TRAIN_MISSING_HELP = (
+    "train runs missing from the run cache (default: only the smoke profile does; others use the cache)"
+)
 DATA_HELP = "dataset root (train/images + train/masks, or images/ + masks/); default: $FACELIB_DATA, else the built-in synthetic faces"
 
 
@@ -44,7 +47,7 @@ def _train(args: argparse.Namespace) -> list[Path]:
     config = config_from_flags(args, args.preset)
     print("config: " + ", ".join(f"{k}={v}" for k, v in config.to_dict().items()))
     summary = train(
-        config, out=args.out, checkpoints=args.checkpoints, stop_after=args.stop_after, time_limit_s=args.time_limit
+        config, args.out, args.checkpoints, args.stop_after, time_limit_s=args.time_limit, restart=args.rerun
     )
     run_dir = Path(summary["run_dir"])
     best = summary["best"]
@@ -53,7 +56,7 @@ def _train(args: argparse.Namespace) -> list[Path]:
               f"mFscore (reference-style) {best['mFscore_ref']:.2f}, per-image F {best['per_image_F']:.2f}")  # fmt: skip
     state = "finished" if summary["finished"] else f"stopped at iteration {summary['iterations_done']} (resumable)"
     print(f"run {summary['key']} {state}: results in {run_dir}, checkpoints in {summary['checkpoint_dir']}")
-    return sorted(p for p in run_dir.iterdir() if p.is_file())
+    return sorted(p for p in run_dir.iterdir() if p.is_file() and not p.name.startswith("."))  # not the run's lock
 
 
 def _checkpoint_path(value: str) -> Path:
@@ -103,8 +106,7 @@ def _export(args: argparse.Namespace) -> list[Path]:
               f"argmax agreement {100 * parity.argmax_agreement:.3f}%")  # fmt: skip
     written = [target]
     if args.int8:
-        metadata = onnx_metadata(target)
-        batches = calibration_batches(metadata, args.data, args.calibration_images, args.out)
+        batches = calibration_batches(onnx_metadata(target), args.data, args.calibration_images, args.out)
         int8 = target.with_name(target.stem + "_int8.onnx")
         described = f"{len(batches)} training images of {calibration_source(args.data)} (percentile calibration, QDQ, per channel)"
         written.append(quantize_int8(target, int8, batches, described))
@@ -238,7 +240,7 @@ def _report(args: argparse.Namespace) -> list[Path]:
     from facelib.runner import run_report  # lazy: --help stays fast
 
     out = run_report(args.profile, args.data, args.device, args.only, args.out, args.checkpoints, args.notebooks,
-                     args.cached_only)  # fmt: skip
+                     args.train_missing)  # fmt: skip
     return [out / "README.md", out / "html" / "index.html"]
 
 
@@ -276,15 +278,13 @@ def build_parser() -> argparse.ArgumentParser:
     models.add_argument("--out", default="results", help="results folder (default: results)")
     models.set_defaults(run=_models)
 
-    train = commands.add_parser(
-        "train", help="train a model (or resume it, or find it finished in the run cache)",
-        description="Train one run. PRESET sets defaults (see facelib/config.py), flags override them.",
-    )  # fmt: skip
-    train.add_argument("preset", nargs="?", choices=list(TRAIN_PRESETS), help="training preset (default: the "
-                       "TrainConfig defaults)")  # fmt: skip
+    train = commands.add_parser("train", help="train a model (or resume it, or find it finished in the run cache)")
+    train.add_argument("preset", nargs="?", choices=list(TRAIN_PRESETS), help="training preset (facelib/config.py): "
+                       "its fields are the defaults, flags override them")  # fmt: skip
     add_config_flags(train)  # one flag per TrainConfig field, its comment as the help
     train.add_argument("--stop-after", type=int, help="stop after this many iterations, leaving a resumable run")
     train.add_argument("--time-limit", type=float, help="stop at the first checkpoint after this many seconds")
+    train.add_argument("--rerun", action="store_true", help="discard a stopped run's last.pt and start it again")
     train.add_argument("--out", default="results", help="results folder (default: results)")
     train.add_argument("--checkpoints", default="checkpoints", help="checkpoint folder (default: checkpoints)")
     train.set_defaults(run=_train)
@@ -416,11 +416,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench_infer.add_argument("--out", default="results", help="results folder: writes OUT/bench/ (default: results)")
     bench.set_defaults(run=_bench)
 
-    report = commands.add_parser(
-        "report", help="execute the notebook series with papermill and export the report (HTML, tables, figures)",
-        description="Execute notebooks/01-05 in order for a profile (smoke, gpu-short, full; see facelib/profiles.py), "
-        "reusing finished runs from the run cache; write RESULTS/PROFILE/{notebooks,html,tables,figures,README.md}.",
-    )  # fmt: skip
+    report = commands.add_parser("report", help="execute the notebook series with papermill and export the report "
+                                 "(HTML, tables, figures) to RESULTS/PROFILE/")  # fmt: skip
     report.add_argument("--profile", default="smoke", help="smoke (default), cpu, gpu-short or full")
     report.add_argument("--data", help=DATA_HELP)
     report.add_argument("--device", default="auto", help="where missing runs train: auto (default), cpu, cuda")
@@ -428,7 +425,8 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--out", default="results", help="results root: run cache in OUT/runs (default: results)")
     report.add_argument("--checkpoints", default="checkpoints", help="checkpoint folder (default: checkpoints)")
     report.add_argument("--notebooks", help="folder of the notebooks (default: the repository's notebooks/)")
-    report.add_argument("--cached-only", action="store_true", help="never train: fail on a run missing from the cache")
+    report.add_argument("--train-missing", action=argparse.BooleanOptionalAction, help=TRAIN_MISSING_HELP)
+    report.add_argument("--cached-only", dest="train_missing", action="store_false", help="--no-train-missing")
     report.set_defaults(run=_report)
     return parser
 

@@ -6,12 +6,10 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import shutil
-import tarfile
+import tempfile
 import time
 import traceback
-import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -28,11 +26,9 @@ from facelib.labels import read_mask
 from facelib.outputs import provenance, save_figure, shown_path, write_table
 from facelib.profiles import LOSS_ROWS, NOISE_SEED, TABLES, chosen_rows, get_profile, table_rows
 from facelib.run import identify, run_key
+from facelib.runcache import expected_cost, finished_runs, finished_summary, pack_runs, run_folder
 from facelib.tables import AUGMENTATION_COMPARISONS, HEADLINE, LOSS_COMPARISONS, Noise, Run, best_run, choice, styled
 from facelib.train import train
-
-# smp and timm import tqdm.auto, which warns in a notebook kernel without ipywidgets; facelib draws no widget bars.
-warnings.filterwarnings("ignore", message="IProgress not found")
 
 
 def row_runs(
@@ -78,7 +74,11 @@ class Report:
 
     `device`: where missing runs train ("auto": CUDA when present). A profile meant for a GPU refuses to train
     a missing run on a CPU unless `device="cpu"` is asked for explicitly, so assembling a GPU report on a
-    laptop never starts hours of training by accident. `train_missing=False` refuses to train at all.
+    laptop never starts hours of training by accident. `train_missing`: train the runs missing from the cache
+    (and a finished run's lost checkpoint, when a page needs its weights); None: as the profile says
+    (`Profile.trains_missing`: the smoke profile trains, the others never do unless asked). A finished run found
+    in the cache is used as it is, checkpoint or not; retraining it for its checkpoint writes only the checkpoint,
+    never its committed run folder.
     """
 
     def __init__(
@@ -89,12 +89,13 @@ class Report:
         results: str | Path = "results",
         checkpoints: str | Path = "checkpoints",
         notebook: str = "",
-        train_missing: bool = True,
+        train_missing: bool | None = None,
         time_limit_s: float | None = None,
     ) -> None:
         keep_decoded(True)
         self.profile = get_profile(profile)
-        self.data, self.device, self.notebook, self.train_missing = data, device, notebook, train_missing
+        self.data, self.device, self.notebook = data, device, notebook
+        self.train_missing = self.profile.trains_missing if train_missing is None else bool(train_missing)
         self.results, self.checkpoints = Path(results), Path(checkpoints)
         self.out = self.results / self.profile.name
         self.dataset = discover(data)
@@ -109,20 +110,24 @@ class Report:
     def run(self, table: str, label: str, want_checkpoint: bool = False, **row: Any) -> Run:
         """The finished run of one table row: from the run cache, or trained now (see the class note).
 
-        `want_checkpoint`: a cached run whose best.pt is not here is trained again, where this machine may
-        train (the run folder is committed, checkpoints are not); elsewhere it is used without one."""
+        `want_checkpoint`: a cached run whose best.pt is not here is trained again for it where this report may
+        train (into a scratch folder: the committed run folder stays as it is); elsewhere it is used without one,
+        and the page says so."""
         config = self.config(table, **row)
         key = run_key(config, identify(config, self.results).fingerprint)
-        summary_file = self.results / "runs" / key / "summary.json"
-        cached = summary_file.exists() and json.loads(summary_file.read_text()).get("finished")
+        cached = finished_summary(self.results, key) is not None
         retrain = bool(cached) and want_checkpoint and self.refusal() is None and not self._has_weights(key)
         if not cached and self.refusal():
             raise ReportError(f"run {key} ({label}) is not in the run cache {self.results / 'runs'}: {self.refusal()}")
+        if cached and want_checkpoint and not retrain and not self._has_weights(key):
+            print(f"{label}: run {key} is in the run cache without its checkpoint: its stored scores are shown; "
+                  "scores that need its weights and were never stored are left out (train_missing=True retrains it)")  # fmt: skip
         left = None if self.deadline is None else self.deadline - time.monotonic()
         if left is not None and left <= 0 and not (cached and not retrain):
             raise TimeLimitReached(f"time limit reached before run {key} ({label}) started")
-        summary = train(config, self.results, self.checkpoints, progress=False, require_checkpoint=retrain,
-                        time_limit_s=left)  # fmt: skip
+        if not cached or retrain:
+            print(f"{label}: training run {key}: {expected_cost(config, self.results, key)}")
+        summary = self._train(config, retrain, left)
         if not summary["finished"]:
             stopped = f"run {key} ({label}) stopped at iteration {summary['iterations_done']} of {config.iterations}"
             if left is not None:
@@ -135,6 +140,22 @@ class Report:
         print(f"{label}: run {key} {state}")
         self.runs.append(run)
         return run
+
+    def _train(self, config: TrainConfig, retrain: bool, left: float | None) -> dict[str, Any]:
+        """Train (or find) one run; a retrain for a lost checkpoint writes its run folder into a scratch results
+        folder, so the committed one keeps its records (timings, commit, date) and only the checkpoint is new."""
+        if not retrain:
+            return train(config, self.results, self.checkpoints, progress=False, time_limit_s=left)
+        with tempfile.TemporaryDirectory(prefix="facelib-retrain-") as scratch:
+            shutil.copytree(self.results / "splits", Path(scratch) / "splits")
+            fresh = train(config, scratch, self.checkpoints, progress=False, time_limit_s=left)
+        stored, run_dir = finished_summary(self.results, fresh["key"]), str(run_folder(self.results, fresh["key"]))
+        return {
+            **stored,
+            "finished": fresh["finished"],
+            "iterations_done": fresh["iterations_done"],
+            "run_dir": run_dir,
+        }
 
     def refusal(self) -> str | None:
         """Why this report may not train a missing run here, or None when it may."""
@@ -190,15 +211,14 @@ class Report:
     def _run_on_this_data(self, key: str | None) -> Run | None:
         """The finished run `key` from the run cache when it trained on this profile's data and split (so the
         validation photos notebook 05 shows were never its training photos), else None."""
-        summary_file = self.results / "runs" / str(key) / "summary.json"
-        if key is None or not summary_file.exists():
+        summary = finished_summary(self.results, key)
+        if summary is None:
             return None
-        summary = json.loads(summary_file.read_text())
         config = TrainConfig.from_dict(summary["config"])
         mine = identify(self.config("comparison", model=config.model), self.results).fingerprint
-        if not summary.get("finished") or summary.get("data", {}).get("fingerprint") != mine:
+        if summary.get("data", {}).get("fingerprint") != mine:
             return None
-        return Run(config.model, config, summary, pd.read_csv(summary_file.parent / "metrics.csv"))
+        return Run(config.model, config, summary, pd.read_csv(run_folder(self.results, str(key)) / "metrics.csv"))
 
     def longer_runs(self) -> list[Run]:
         """Finished runs on this profile's data and split that follow Table 4's recipe with more iterations (any
@@ -207,18 +227,17 @@ class Report:
         field, _, fixed = TABLES["comparison"]
         base = self.config("comparison", **{field: table_rows(self.profile.name, "comparison")[0]}, **fixed)
         mine, found, tunes = identify(base, self.results).fingerprint, [], {}
-        for summary_file in sorted((self.results / "runs").glob("*/summary.json")):
-            summary = json.loads(summary_file.read_text())
+        for folder, summary in finished_runs(self.results):
             config = TrainConfig.from_dict(summary["config"])
-            if not summary.get("finished") or summary.get("data", {}).get("fingerprint") != mine:
+            if summary.get("data", {}).get("fingerprint") != mine:
                 continue
             differs = {k for k, v in config.to_dict().items() if v != base.to_dict()[k]} - set(RUNTIME_FIELDS)
-            metrics, samples = pd.read_csv(summary_file.parent / "metrics.csv"), config.iterations * config.batch_size
+            metrics, samples = pd.read_csv(folder / "metrics.csv"), config.iterations * config.batch_size
             if config.iterations > base.iterations and differs <= set(LONGER_RUN_FIELDS):
                 label = f"{config.model}, {samples:,} samples" + (", CPU bf16" if config.cpu_bf16 else "")
                 found.append(Run(label, config, summary, metrics))
             elif config.init_from and differs <= {*LONGER_RUN_FIELDS, *FINE_TUNE_FIELDS}:
-                parent = str(json.loads((summary_file.parent / "config.json").read_text()).get("init_run_key"))
+                parent = str(json.loads((folder / "config.json").read_text()).get("init_run_key"))
                 label = f"{config.model}, +{samples:,} samples at {config.crop_size} px from {parent.split('-')[-1]}"
                 label += f", repeat factors {config.repeat_threshold:g}" * bool(config.repeat_threshold)
                 tunes.setdefault(parent, []).append(Run(label, config, summary, metrics))
@@ -306,8 +325,7 @@ class Report:
         for label in table_rows(self.profile.name, table):
             config = self.config(table, **{field: label}, **fixed)
             key = run_key(config, identify(config, self.results).fingerprint)
-            summary_file = self.results / "runs" / key / "summary.json"
-            if summary_file.exists() and json.loads(summary_file.read_text()).get("finished"):
+            if finished_summary(self.results, key) is not None:
                 found.append(self.run(table, label, **{field: label}, **fixed))
             else:
                 missing.append(label)
@@ -349,12 +367,14 @@ class Report:
         return Image(filename=str(path))
 
     def describe(self) -> str:
-        """The profile, then this page's parameters (the notebook's only parameters block a reader sees)."""
+        """This page's parameters (the notebook's only parameters block a reader sees); the profile's settings are
+        described once, on the report's index page (`facelib.runner.write_index`)."""
         data = f"`{shown_path(self.dataset.root)}` ({self.dataset.name}, {len(self.dataset.samples)} pairs)"
-        trains = "yes" if self.train_missing else "no (cached runs only)"
+        trains = "yes" if self.train_missing else "no (finished runs from the cache only)"
         return (
-            f"{self.profile.describe()}\n\n**Parameters of this page**: data {data}; device for missing runs "
-            f"`{self.device}`; run cache `{shown_path(self.results / 'runs')}`; may train missing runs: {trains}."
+            f"**Profile `{self.profile.name}`** (its settings: the report's index page). **Parameters of this page**: "
+            f"data {data}; device for missing runs `{self.device}`; run cache `{shown_path(self.results / 'runs')}`; "
+            f"trains missing runs: {trains}."
         )
 
 
@@ -386,23 +406,6 @@ FINE_TUNE_FIELDS = ("crop_size", "lr", "seed", "init_from", "repeat_threshold") 
 
 
 # --- training a table's rows in one command ---------------------------------------------------------------
-
-
-def pack_runs(out: Path, results: Path, checkpoints: Path, keys: Sequence[str], weights: bool) -> None:
-    """OUT/runs.tar (RESULTS/splits and the run folders of `keys`), written beside and renamed; with `weights`
-    each run's best checkpoint as OUT/KEY.pt: what a machine lent for a few minutes hands back."""
-    out.mkdir(parents=True, exist_ok=True)
-    partial = out / ".runs.tar"
-    with tarfile.open(partial, "w") as archive:
-        archive.add(results / "splits", arcname=f"{results.name}/splits")
-        for key in keys:
-            archive.add(results / "runs" / key, arcname=f"{results.name}/runs/{key}")
-    os.replace(partial, out / "runs.tar")
-    for key in keys if weights else ():
-        best = checkpoints / key / "best.pt"
-        if best.exists():
-            shutil.copyfile(best, out / f".{key}.pt")
-            os.replace(out / f".{key}.pt", out / f"{key}.pt")
 
 
 def train_rows(

@@ -49,6 +49,7 @@ class Profile:
     losses: tuple[str, ...] = LOSS_ROWS  # Table 2's rows
     noise_rows: Mapping[str, str] = field(default_factory=lambda: dict(NOISE_ROWS))
     device: str = "cuda"  # where missing runs are meant to train
+    trains_missing: bool = False  # a report trains runs missing from the cache unless told otherwise (smoke only)
     latency_size: int = 512
     latency_repeats: int = 10
     figure_images: int = 8  # images per sample / prediction grid
@@ -95,6 +96,7 @@ PROFILES: dict[str, Profile] = {
             loss={"iterations": 32, "val_interval": 8, "augment": "full"},
             comparison={"iterations": 32, "val_interval": 8},
             device="cpu",
+            trains_missing=True,
             latency_repeats=3,
             figure_images=4,
             notes=(

@@ -10,17 +10,21 @@ from __future__ import annotations
 
 import datetime
 import html
+import json
 import os
 import re
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from facelib.data import DATA_ENV, resolve_root
+from facelib.checkpoint import load_checkpoint
+from facelib.data import DATA_ENV, discover, resolve_root
 from facelib.errors import ConfigError, ReportError
 from facelib.models import PARAMETER_CAP
 from facelib.outputs import commit, machine, shown_paths, write_text
 from facelib.profiles import REFERENCE_TABLE4, get_profile
+from facelib.runcache import lineage, run_folder
+from facelib.ship import DEFAULT_MODEL
 
 NOTEBOOKS = (
     "01_data_stats",
@@ -58,10 +62,12 @@ def run_report(
     results: str | Path = "results",
     checkpoints: str | Path = "checkpoints",
     notebooks: str | Path | None = None,
-    cached_only: bool = False,
+    train_missing: bool | None = None,
     log: Callable[[str], None] = print,
 ) -> Path:
-    """Execute the selected notebooks in order; return the profile's results folder."""
+    """Execute the selected notebooks in order; return the profile's results folder. `train_missing`: train the
+    runs missing from the run cache (None: as the profile says, `Profile.trains_missing`: the smoke profile does,
+    the others use the cache only)."""
     import papermill
     from papermill.exceptions import PapermillExecutionError
 
@@ -72,9 +78,12 @@ def run_report(
     missing = [n for n in names if not (source / f"{n}.ipynb").exists()]
     if missing:
         raise ReportError(f"notebook(s) {', '.join(missing)} not found in {source}")
-    parameters = notebook_parameters(chosen.name, data, device, results, checkpoints, source, cached_only)
+    parameters = notebook_parameters(chosen.name, data, device, results, checkpoints, source, train_missing)
     (out / "notebooks").mkdir(parents=True, exist_ok=True)
-    log(f"report {chosen.name}: {len(names)} notebook(s) -> {out}")
+    trains = chosen.trains_missing if train_missing is None else train_missing
+    source_of_runs = "training the runs missing from the cache" if trains else "from the run cache, never training"
+    data_name = discover(data).name
+    log(f"report {chosen.name} on {data_name}: {len(names)} notebook(s) -> {out}, {source_of_runs}")
     for number, name in enumerate(names, 1):
         target = out / "notebooks" / f"{name}.ipynb"
         partial, failed = target.with_suffix(".partial.ipynb"), target.with_suffix(".failed.ipynb")
@@ -105,7 +114,7 @@ def run_report(
         failed.unlink(missing_ok=True)
         page = export_html(target, out / "html" / f"{name}.html")
         log(f"[{number}/{len(names)}] {name}: {time.perf_counter() - start:.0f} s -> {target.name}, html/{page.name}")
-    write_index(out, chosen.name)
+    write_index(out, chosen.name, data_name)
     write_readme(out, chosen.name, parameters)
     return out
 
@@ -117,7 +126,7 @@ def notebook_parameters(
     results: str | Path,
     checkpoints: str | Path,
     notebooks: Path,
-    cached_only: bool,
+    train_missing: bool | None,
 ) -> dict[str, object]:
     """The values papermill injects: the data named explicitly (so each executed notebook shows what it read;
     None for the built-in synthetic faces), every path relative to the notebooks' folder, where they run, so
@@ -130,7 +139,7 @@ def notebook_parameters(
         "device": device,
         "results": os.path.relpath(Path(results).resolve(), where),
         "checkpoints": os.path.relpath(Path(checkpoints).resolve(), where),
-        "train_missing": not cached_only,
+        "train_missing": train_missing,
     }
 
 
@@ -202,53 +211,79 @@ ABOUT = (
 )
 
 
-def headline(out: Path) -> str:
-    """The index's headline table: the Table 4 model the report chose (under the cap, by validation mF1, the
-    cheaper one when tied within noise: `tables.best_run`), the longer runs of its recipe under the cap (notebook
-    04's `table4_longer_runs`, when there are some) and the reference's best, read from the report's own tables
-    (empty until notebook 04 has written them)."""
+HEADER = ("model", "mIoU %", "mF1 %", "mFscore_ref %", "per-image F %", "parameters", "CPU ms (PyTorch, 512 px)",
+          "x anchor (ONNX, 512 px)", "training samples")  # fmt: skip
+
+
+def headline(out: Path, data_name: str | None = None) -> str:
+    """The index's headline table: the shipped models made on this report's data and split (`shipped_rows`), the
+    Table 4 model the report chose (under the cap, by validation mF1, the cheaper one when tied within noise:
+    `tables.best_run`) and the reference's best; read from the report's own tables and the run cache."""
+    import pandas as pd
+
     table = out / "tables" / "table4_models.csv"
     if not table.exists():
         return "<p>No Table 4 yet: the headline appears once notebook 04 has run.</p>"
-    import pandas as pd
-
     frame = pd.read_csv(table, index_col="model")
+    longer = out / "tables" / "table4_longer_runs.csv"
+    costs = pd.concat([frame, pd.read_csv(longer, index_col=0) if longer.exists() else frame.iloc[:0]])
+    costs.index = [str(label).split(",")[0] for label in costs.index]  # a longer run's label starts with its model
+    cells = shipped_rows(out.parent, data_name, get_profile(out.name), costs)
     eligible = frame[frame["fits_cap"].astype(bool)]
-    if eligible.empty:
-        return "<p>No Table 4 model is under the parameter cap.</p>"
-    chosen = eligible.index[eligible["role"] == "chosen"]  # notebook 04's choice (tables.best_run)
-    name = chosen[0] if len(chosen) else eligible["mF1"].idxmax()
+    if not eligible.empty:
+        chosen = eligible.index[eligible["role"] == "chosen"]  # notebook 04's choice (tables.best_run)
+        name = chosen[0] if len(chosen) else eligible["mF1"].idxmax()
+        row = eligible.loc[name]
+        what = f"{name}: Table 4's choice under the cap ({int(row['crop'])} px, one training run)"
+        cells.append(_headline_row(what, row, f"{int(row['samples']):,}"))
     ref = REFERENCE_TABLE4["bisenetv2_xs"]
-    cells = [_headline_row(f"{name} (this report, chosen under the cap)", eligible.loc[name])]
-    longer_table = out / "tables" / "table4_longer_runs.csv"  # notebook 04's longer runs, when there are some
-    if longer_table.exists():
-        longer = pd.read_csv(longer_table, index_col=0)
-        for label, row in longer[longer["fits_cap"].astype(bool)].iterrows():
-            cells.append(_headline_row(f"{label} (this report, a longer run or fine-tune of Table 4's recipe)", row))
-    cells.append(("bisenetv2_xs (the reference, GPU)", f"{ref['mIoU']:.2f}", "–", f"{ref['mFscore']:.1f}", "–",
-                  "–", "–", "–", f"{24_000 * 8:,}"))  # fmt: skip
-    header = ("model", "mIoU %", "mF1 %", "mFscore_ref %", "per-image F %", "parameters", "CPU ms (PyTorch, 512 px)",
-              "x anchor (ONNX)", "training samples")  # fmt: skip
+    cells.append(("bisenetv2_xs: the reference report's best under the cap (mmsegmentation, GPU, 512 px)",
+                  f"{ref['mIoU']:.2f}", "–", f"{ref['mFscore']:.1f}", "–", "–", "–", "–", f"{24_000 * 8:,}"))  # fmt: skip
     rows = "\n".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in cells)
     return (
-        "<table><thead><tr>" + "".join(f"<th>{h}</th>" for h in header) + "</tr></thead>\n" + rows + "</table>"
-        "<p>Validation scores of the best checkpoint (200 validation masks at 512 px, no test-time augmentation). "
-        "The chosen model has the highest validation mF1 under the parameter cap, or, where others lie within the "
-        "measured seed spread of it, the fewest inference FLOPs among them. "
-        "x anchor: ONNX Runtime latency as a multiple of torchvision's <code>lraspp_mobilenet_v3_large</code>, "
-        "timed in the same run. See page 04 for every model, its noise and its cost.</p>"
+        "<table><thead><tr>" + "".join(f"<th>{h}</th>" for h in HEADER) + "</tr></thead>\n" + rows + "</table>"
+        "<p>Validation scores (200 validation masks at 512 px, no test-time augmentation): of the shipped file as "
+        "shipped (fp16 weights), and of each run's best checkpoint. Training samples count every stage a shipped "
+        "model was trained in. x anchor: ONNX Runtime latency as a multiple of torchvision's "
+        "<code>lraspp_mobilenet_v3_large</code>, timed in the same run. Page 04 has every model, the longer runs "
+        "and fine-tunes, their noise and their cost; each model's card is beside it in <code>results/models/</code>."
+        "</p>"
     )
 
 
-def _headline_row(label: str, row) -> tuple[str, ...]:
-    """One headline row from a Table 4 (or longer-runs) table row."""
-    speed = f"{row['x anchor']:.2f}" if "x anchor" in row and row["x anchor"] == row["x anchor"] else "–"  # not NaN
+def shipped_rows(results: Path, data_name: str | None, profile, costs) -> list[tuple[str, ...]]:
+    """Headline rows of the models shipped under RESULTS/models/ by runs on this report's data and split: the
+    shipped file's own validation scores (`eval-val-tta_none-fp16.json` beside its run), the training samples of
+    every stage (`runcache.lineage`), and the size and latency `costs` lists for its model."""
+    split = (profile.common.get("split_seed", 0), profile.common.get("val_fraction", 0.2))
+    rows = []
+    for weights in sorted((results / "models").glob("*.pt")):
+        meta = load_checkpoint(weights)
+        stages = lineage(results, str(meta.get("run_key")))
+        scores_file = run_folder(results, str(meta.get("run_key"))) / "eval-val-tta_none-fp16.json"
+        if not stages or not scores_file.exists() or stages[0]["data"]["name"] != data_name:
+            continue
+        if (stages[0]["config"]["split_seed"], stages[0]["config"]["val_fraction"]) != split:
+            continue
+        scores = json.loads(scores_file.read_text())
+        samples = sum(stage["config"]["iterations"] * stage["config"]["batch_size"] for stage in stages)
+        default = " (facelib predict's default)" if weights.name == DEFAULT_MODEL.name else ""
+        what = f"{weights.name}{default}: {meta['model']} at {meta['input_size']} px, {len(stages)} training stage(s)"
+        cost = costs.loc[[meta["model"]]].iloc[0] if meta["model"] in costs.index else None
+        rows.append(_headline_row(what, scores if cost is None else {**cost, **scores}, f"{samples:,}"))
+    return rows
+
+
+def _headline_row(label: str, row, samples: str) -> tuple[str, ...]:
+    """One headline row from scores and (where known) a Table 4 row's size and latency."""
+    known = {k: row[k] for k in ("params", "CPU ms", "x anchor") if k in row and row[k] == row[k]}  # not NaN
     return (label, f"{row['mIoU']:.2f}", f"{row['mF1']:.2f}", f"{row['mFscore_ref']:.2f}", f"{row['per_image_F']:.2f}",
-            f"{int(row['params']):,}", f"{row['CPU ms']:.0f}", speed,
-            f"{int(row['samples'] if 'samples' in row else row['iterations'] * row['batch']):,}")  # fmt: skip
+            f"{int(known['params']):,}" if "params" in known else "–",
+            f"{known['CPU ms']:.0f}" if "CPU ms" in known else "–",
+            f"{known['x anchor']:.2f}" if "x anchor" in known else "–", samples)  # fmt: skip
 
 
-def write_index(out: Path, profile: str) -> Path:
+def write_index(out: Path, profile: str, data_name: str | None = None) -> Path:
     """html/index.html: what this is, the profile, the headline, and a link to every page and notebook."""
     from nbconvert.filters.markdown import markdown2html
 
@@ -271,7 +306,7 @@ td:first-child, th:first-child {{ text-align: left; }}</style></head>
 <body><h1>facelib report: profile {html.escape(profile)}</h1>
 {ABOUT.format(cap=PARAMETER_CAP, reference=html.escape(reference))}
 <h2>Headline</h2>
-{headline(out)}
+{headline(out, data_name)}
 <h2>Pages</h2>
 <ol>
 {items}

@@ -31,10 +31,10 @@ from torch import nn
 from tqdm import tqdm  # the plain text bar: tqdm.auto warns in notebooks without ipywidgets
 
 from facelib.averaging import WeightAverage
-from facelib.checkpoint import inference_checkpoint, resolve_device, start_from
+from facelib.checkpoint import inference_checkpoint, read_torch_file, resolve_device, start_from
 from facelib.config import TrainConfig
 from facelib.data import collate_eval
-from facelib.errors import ConfigError
+from facelib.errors import ConfigError, DataError
 from facelib.labels import NUM_CLASSES
 from facelib.losses import CompositeLoss, loss_config
 from facelib.models import build_model
@@ -181,13 +181,16 @@ def train(
     progress: bool = True,
     time_limit_s: float | None = None,
     require_checkpoint: bool = False,
+    restart: bool = False,
 ) -> dict[str, Any]:
     """Run (or resume, or look up) one training run; return its summary (see the module docstring).
 
     `stop_after`: stop once that many iterations are done; `time_limit_s`: stop at the first checkpoint
     after this many seconds. Either leaves a resumable run (for splitting a run across short machine
     leases); the returned summary then has `"finished": False`. `require_checkpoint`: a finished run whose
-    best.pt is not here (results are committed, checkpoints are not) is trained again from the start.
+    best.pt is not here (results are committed, checkpoints are not) is trained again from the start. `restart`:
+    a run stopped part-way starts again from its first iteration, its last.pt discarded (the way out of a
+    damaged one).
     """
     commit()  # read now: the run records the code it started with
     device = resolve_device(config.device, int(os.environ.get("LOCAL_RANK", "0")))
@@ -209,7 +212,9 @@ def train(
         return {**stored, "run_dir": str(paths.run_dir), "checkpoint_dir": str(paths.checkpoint_dir)}
     with exclusive(paths.run_dir, f"run {key}") if procs.main else contextlib.nullcontext():
         if not rerun and paths.summary.exists() and json.loads(paths.summary.read_text()).get("finished"):
-            return train(config, out, checkpoints, stop_after, progress, time_limit_s, require_checkpoint)
+            return train(config, out, checkpoints, stop_after, progress, time_limit_s, require_checkpoint, restart)
+        if restart:
+            paths.last.unlink(missing_ok=True)
         return _train_run(config, data, paths, procs, device, rerun, stop_after, progress, time_limit_s)
 
 
@@ -261,15 +266,21 @@ def build_parts(config: TrainConfig, data: RunData, device: torch.device, procs:
 
 
 def resume(path: Path, parts: Parts, device: torch.device) -> Progress:
-    """Weights, optimiser, schedule and RNG from last.pt, and the run's progress."""
-    state = torch.load(path, map_location=device, weights_only=True)
-    parts.model.load_state_dict(state["model"])
-    parts.optimizer.load_state_dict(state["optimizer"])
-    parts.scheduler.load_state_dict(state["scheduler"])
-    torch.set_rng_state(state["rng"])
-    if parts.average is not None:
-        parts.average.load_state_dict(state["average"])
-    return Progress(*(state[k] for k in ("iteration", "history", "elapsed_s", "best", "final")))
+    """Weights, optimiser, schedule and RNG from last.pt, and the run's progress; a damaged or foreign last.pt is
+    one DataError that says how to start the run again."""
+    way_out = "; start the run again with the same command and --rerun (its last.pt is then discarded)"
+    state = read_torch_file(path, "a readable training state", way_out)
+    try:
+        parts.model.load_state_dict(state["model"])
+        parts.optimizer.load_state_dict(state["optimizer"])
+        parts.scheduler.load_state_dict(state["scheduler"])
+        torch.set_rng_state(state["rng"])
+        if parts.average is not None:
+            parts.average.load_state_dict(state["average"])
+        return Progress(*(state[k] for k in ("iteration", "history", "elapsed_s", "best", "final")))
+    except (KeyError, TypeError, RuntimeError, ValueError) as error:
+        first = " ".join(str(error).split())[:160]  # torch's load_state_dict message spans lines
+        raise DataError(f"{path}: not this run's training state ({type(error).__name__}: {first}){way_out}") from error
 
 
 def save_progress(paths: RunPaths, parts: Parts, progress: Progress, config: TrainConfig) -> None:

@@ -9,6 +9,7 @@ mirror). Predictions are always resized back to the original image (or mask) siz
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable
 
 import numpy as np
@@ -41,24 +42,38 @@ def probabilities(
     return _scores(model, images, size, tta, amp, softmax=True)
 
 
+LARGE_OUTPUT = 4096 * 1024
+"""Outputs above this many pixels are resized and labelled in strips of rows (`predict_labels`), so that a
+6000x6000 photo never holds its 19 class scores at full size at once (2.7 GB in float32)."""
+
+
 def predict_labels(
     model: torch.nn.Module, images: torch.Tensor, size: tuple[int, int], tta: str = "none", amp: bool = False
 ) -> torch.Tensor:
-    """Class ids (B, *size): the argmax of `probabilities`. With one view the softmax is skipped (it does not
-    change the argmax), and `max(1)` is used because CPU `argmax` over channels is about 4x slower."""
-    return _scores(model, images, size, tta, amp, softmax=len(views(tta)) > 1).max(1).indices
+    """Class ids (B, *size) as uint8: the argmax of `probabilities`. With one view the softmax is skipped (it
+    does not change the argmax), and `max(1)` is used because CPU `argmax` over channels is about 4x slower.
+    Above `LARGE_OUTPUT` pixels the scores are resized strip by strip (`F.grid_sample` at the same sampling
+    points as `F.interpolate`), so memory stays about one strip's scores whatever the photo's size."""
+    logits = view_logits(model, images, tta, amp)
+    softmax = len(logits) > 1
+    if size[0] * size[1] <= LARGE_OUTPUT:
+        return _resized(logits, size, softmax).max(1).indices.to(torch.uint8)
+    labels = torch.empty((images.shape[0], *size), dtype=torch.uint8, device=images.device)
+    rows = max(1, LARGE_OUTPUT // 4 // size[1])
+    for top in range(0, size[0], rows):
+        strip = _resized_rows(logits, size, top, min(top + rows, size[0]), softmax)
+        labels[:, top : top + strip.shape[-2]] = strip.max(1).indices.to(torch.uint8)
+    return labels
 
 
-def _scores(
-    model: torch.nn.Module, images: torch.Tensor, size: tuple[int, int], tta: str, amp: bool, softmax: bool
-) -> torch.Tensor:
-    """Logits resized to `size` (bilinear), each view's softmax averaged when `softmax`."""
+def view_logits(model: torch.nn.Module, images: torch.Tensor, tta: str, amp: bool) -> list[torch.Tensor]:
+    """Each TTA view's float32 logits at the model's output size, a mirrored view mirrored back (and its
+    left/right class channels swapped back)."""
     model.eval()
-    chosen = views(tta)
     height, width = images.shape[-2:]
-    total = None
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp and images.device.type == "cuda")
-    for scale, flip in chosen:
+    found = []
+    for scale, flip in views(tta):
         x = images
         if scale != 1.0:
             side = (max(32, round(height * scale / 32) * 32), max(32, round(width * scale / 32) * 32))
@@ -67,16 +82,42 @@ def _scores(
             x = x.flip(-1)
         if x.is_cuda:
             x = x.contiguous(memory_format=torch.channels_last)  # as in training: the faster layout for convs
-        with autocast:
-            logits = model(x)
-        logits = logits.float()
-        if flip:
-            logits = logits.flip(-1)[:, MIRROR_CHANNELS.to(logits.device)]
-        scores = F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
-        if softmax:
-            scores = scores.softmax(1)
-        total = scores if total is None else total + scores
-    return total / len(chosen) if len(chosen) > 1 else total
+        with torch.no_grad(), autocast:
+            logits = model(x).float()
+        found.append(logits.flip(-1)[:, MIRROR_CHANNELS.to(logits.device)] if flip else logits)
+    return found
+
+
+def _scores(
+    model: torch.nn.Module, images: torch.Tensor, size: tuple[int, int], tta: str, amp: bool, softmax: bool
+) -> torch.Tensor:
+    """Logits resized to `size` (bilinear), each view's softmax averaged when `softmax`."""
+    return _resized(view_logits(model, images, tta, amp), size, softmax)
+
+
+def _resized(logits: list[torch.Tensor], size: tuple[int, int], softmax: bool) -> torch.Tensor:
+    return _averaged((F.interpolate(view, size=size, mode="bilinear", align_corners=False) for view in logits), softmax)
+
+
+def _resized_rows(logits: list[torch.Tensor], size: tuple[int, int], top: int, bottom: int, softmax: bool):
+    """Rows top..bottom - 1 of `_resized(logits, size, softmax)`: the same bilinear sampling points (pixel
+    centres, edges clamped), computed for those rows alone."""
+    height, width = size
+    ys = (torch.arange(top, bottom, dtype=torch.float32) + 0.5) / height * 2 - 1
+    xs = (torch.arange(width, dtype=torch.float32) + 0.5) / width * 2 - 1
+    grid = torch.stack(torch.meshgrid(xs, ys, indexing="xy"), dim=-1)[None]  # (1, rows, width, 2): x, y
+    points = grid.to(logits[0].device).expand(logits[0].shape[0], -1, -1, -1)
+    sample = functools.partial(F.grid_sample, grid=points, mode="bilinear", padding_mode="border", align_corners=False)
+    return _averaged((sample(view) for view in logits), softmax)
+
+
+def _averaged(resized: Iterable[torch.Tensor], softmax: bool) -> torch.Tensor:
+    """The views' scores (each softmaxed when `softmax`) averaged, one view held at a time."""
+    total, count = None, 0
+    for scores in resized:
+        scores = scores.softmax(1) if softmax else scores
+        total, count = (scores if total is None else total + scores), count + 1
+    return total / count if count > 1 else total
 
 
 @torch.no_grad()

@@ -113,3 +113,32 @@ def test_unmatched_files_are_all_listed(dataset_copy, capsys):
     err = capsys.readouterr().err
     assert "3 problem(s)" in err and "stray.png: mask has no image" in err
     assert f"{masks[0].stem}.jpg: image has no mask" in err
+
+
+def _quick_train_args(root: Path, tmp_path: Path) -> list[str]:
+    return ["train", "cpu-quick", "--model", "fastscnn", "--crop-size", "64", "--iterations", "4",
+            "--val-interval", "2", "--data", str(root), "--device", "cpu", "--out", str(tmp_path / "results"),
+            "--checkpoints", str(tmp_path / "checkpoints")]  # fmt: skip
+
+
+@pytest.mark.parametrize("damage", ["truncated", "foreign"])
+def test_a_damaged_last_checkpoint_is_one_line_naming_it_and_rerun_starts_again(
+    damage, synthetic_root, tmp_path, capsys
+):
+    args = _quick_train_args(synthetic_root, tmp_path)
+    assert main([*args, "--stop-after", "2"]) == 0
+    (last,) = (tmp_path / "checkpoints").glob("*/last.pt")
+    content = last.read_bytes()
+    if damage == "truncated":
+        last.write_bytes(content[: len(content) // 2])
+    else:
+        import torch
+
+        torch.save({"model": {"weight": torch.zeros(2)}}, last)  # readable, but not this run's training state
+    capsys.readouterr()
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and str(last) in err and "--rerun" in err and "Traceback" not in err
+    assert main([*args, "--rerun"]) == 0
+    out = capsys.readouterr().out
+    assert "finished" in out and ".lock" not in out  # the run's lock is not listed as something it wrote

@@ -120,3 +120,26 @@ def test_no_file_in_results_holds_a_machine_path():
             if found:
                 offenders.append(f"{path.relative_to(RESULTS)}: ...{found.group()}...")
     assert not offenders, "absolute paths in results/:\n" + "\n".join(offenders[:20])
+
+
+NOISE_TEXT = re.compile(r"Warning|warnings\.warn|Traceback|IProgress|site-packages|\d+%\|")
+"""What a reader must never see in a page: a warning, a stack trace, a progress bar, a library's path."""
+
+
+@pytest.mark.parametrize("report", REPORTS, ids=lambda p: p.name)
+def test_no_page_shows_stderr_warnings_or_progress_bars(report: Path):
+    found = []
+    for path in sorted((report / "notebooks").glob("*.ipynb")):
+        for number, cell in enumerate(nbformat.read(path, as_version=4).cells):
+            for output in cell.get("outputs", []):
+                text = output.get("text", "") if output.output_type == "stream" else ""
+                text += "".join(str(v) for k, v in output.get("data", {}).items() if k.startswith("text/"))
+                if output.output_type == "stream" and output.name == "stderr":
+                    found.append(f"{path.name} cell {number}: stderr {text[:120]!r}")
+                elif output.output_type == "error" or NOISE_TEXT.search(text):
+                    found.append(f"{path.name} cell {number}: {output.output_type} {text[:120]!r}")
+    for path in sorted((report / "html").glob("*.html")):
+        html_text = DATA_URI.sub("data:", path.read_text(encoding="utf-8"))
+        if 'data-mime-type="application/vnd.jupyter.stderr"' in html_text:
+            found.append(f"{path.name}: a stderr block")
+    assert not found, f"{report.name}: pages show noise:\n" + "\n".join(found[:20])

@@ -32,7 +32,7 @@ LAYERS = [
     ["facelib.config"],
     ["facelib.checkpoint", "facelib.tta"],
     ["facelib.run"],
-    ["facelib.train"],
+    ["facelib.train", "facelib.runcache"],
     ["facelib.infer"],
     ["facelib.export"],
     ["facelib.profiles"],

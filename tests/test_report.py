@@ -6,12 +6,14 @@ figure and page."""
 from __future__ import annotations
 
 import ast
+import json
 import os
 from pathlib import Path
 
 import nbformat
 import pandas as pd
 import pytest
+import torch
 
 from facelib.cli import main
 from facelib.config import RUNTIME_FIELDS, TrainConfig, preset_config
@@ -294,7 +296,7 @@ def test_smoke_pages_stand_alone_and_the_index_links_them(smoke):
 def test_smoke_report_reuses_the_run_cache(smoke, smoke_data):
     before = _table(smoke, "table1_augmentation")
     run_report("smoke", smoke_data, "cpu", only="02", results=smoke.parent,
-               checkpoints=smoke.parent.parent / "checkpoints", cached_only=True)  # fmt: skip
+               checkpoints=smoke.parent.parent / "checkpoints", train_missing=False)  # fmt: skip
     pd.testing.assert_frame_equal(before, _table(smoke, "table1_augmentation"))
 
 
@@ -311,31 +313,41 @@ def test_records_show_paths_relative_and_leave_markup_alone():
     )
 
 
-def test_headline_shows_the_chosen_model_and_longer_runs_under_the_cap(tmp_path):
+def test_headline_leads_with_the_shipped_model_then_table_4s_choice_and_the_reference(tmp_path):
     from facelib.runner import headline
 
+    out = tmp_path / "cpu"
     columns = {"role": ["chosen", "reference"], "fits_cap": [True, False], "mIoU": [58.0, 62.0], "mF1": [70.7, 74.2],
                "mFscore_ref": [70.7, 74.2], "per_image_F": [76.1, 78.8], "params": [1456617, 2152095],
-               "CPU ms": [26.1, 82.9], "x anchor": [0.46, 2.15], "iterations": [5000, 5000], "batch": [8, 8]}  # fmt: skip
-    (tmp_path / "tables").mkdir()
+               "CPU ms": [26.1, 82.9], "x anchor": [0.46, 2.15], "iterations": [5000, 5000], "batch": [8, 8],
+               "crop": [256, 256], "samples": [40000, 40000]}  # fmt: skip
+    (out / "tables").mkdir(parents=True)
     pd.DataFrame(columns, index=pd.Index(["fastscnn", "bisenetv2_xs"], name="model")).to_csv(
-        tmp_path / "tables" / "table4_models.csv"
+        out / "tables" / "table4_models.csv"
     )
-    page = headline(tmp_path)
-    assert "fastscnn (this report, chosen under the cap)" in page and "bisenetv2_xs (the reference" in page
-    assert "62.00" not in page and "longer run" not in page  # over the cap: compared on page 04, not headlined
-    longer = {**{k: v[:1] for k, v in columns.items()}, "role": ["candidate"], "mIoU": [66.5], "iterations": [24000]}
+    page = headline(out, "celebamask-dev")
+    assert "fastscnn: Table 4&#x27;s choice under the cap" in page and "the reference report" in page
+    assert "62.00" not in page and "shipped" not in page.split("<p>")[0]  # over the cap; nothing shipped yet
+    longer = {**{k: v[:1] for k, v in columns.items()}, "role": ["candidate"], "mIoU": [64.0], "params": [1809775]}
     pd.DataFrame(longer, index=pd.Index(["bisenetv2_xs_slimaux, 192,000 samples"], name="run")).to_csv(
-        tmp_path / "tables" / "table4_longer_runs.csv"
+        out / "tables" / "table4_longer_runs.csv"
     )
-    page = headline(tmp_path)
-    assert "bisenetv2_xs_slimaux, 192,000 samples (this report, a longer run or fine-tune of Table 4&#x27;s" in page
-    assert "66.50" in page and "192,000" in page
-    # a fine-tune's row counts every sample its weights saw, those of the runs before it too
-    tuned = {k: v * 2 for k, v in longer.items()} | {"mIoU": [66.5, 67.25], "iterations": [24000, 1200]}
-    labels = ["bisenetv2_xs_slimaux, 192,000 samples", "bisenetv2_xs_slimaux, +9,600 samples at 384 px from abc"]
-    pd.DataFrame({**tuned, "samples": [192_000, 201_600]}, index=pd.Index(labels, name="run")).to_csv(
-        tmp_path / "tables" / "table4_longer_runs.csv"
-    )
-    page = headline(tmp_path)
-    assert "67.25" in page and "201,600" in page and "<td>9,600</td>" not in page
+    # a shipped model made in two stages (a fine-tune of a longer run) on this profile's data and split
+    for key, parent, iterations in (("m-parent", None, 24000), ("m-tuned", "m-parent", 1200)):
+        folder = tmp_path / "runs" / key
+        folder.mkdir(parents=True)
+        config = {"iterations": iterations, "batch_size": 8, "split_seed": 0, "val_fraction": 0.2}
+        summary = {"finished": True, "config": config, "data": {"name": "celebamask-dev"}}
+        (folder / "summary.json").write_text(json.dumps(summary))
+        (folder / "config.json").write_text(json.dumps({"key": key, "init_run_key": parent}))
+    scores = {"mIoU": 65.27, "mF1": 76.85, "mFscore_ref": 76.85, "per_image_F": 81.51}
+    (tmp_path / "runs" / "m-tuned" / "eval-val-tta_none-fp16.json").write_text(json.dumps(scores))
+    (tmp_path / "models").mkdir()
+    meta = {"format": "facelib-checkpoint", "version": 1, "run_key": "m-tuned", "model": "bisenetv2_xs_slimaux"}
+    torch.save({**meta, "input_size": 384}, tmp_path / "models" / "facelib-best.pt")
+    page = headline(out, "celebamask-dev")
+    rows = page.split("<tr>")[2:]
+    assert rows[0].startswith("<td>facelib-best.pt (facelib predict&#x27;s default): bisenetv2_xs_slimaux at 384 px")
+    assert "65.27" in rows[0] and "201,600" in rows[0] and "1,809,775" in rows[0] and "2 training stage" in rows[0]
+    assert "fastscnn" in rows[1] and "the reference" in rows[2] and "64.00" not in page  # longer runs: page 04
+    assert "shipped" not in headline(out, "synthetic").split("<p>")[0]  # another report's data: not its model

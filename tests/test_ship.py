@@ -19,7 +19,7 @@ from facelib.checkpoint import load_checkpoint, model_from_checkpoint
 from facelib.cli import main
 from facelib.config import TrainConfig
 from facelib.errors import ConfigError, DataError, ReportError
-from facelib.experiments import Report
+from facelib.experiments import Report, tta_scores
 from facelib.outputs import shown_path
 from facelib.profiles import PROFILES, TABLES, table_rows
 from facelib.ship import DEFAULT_MODEL, default_model, half_checkpoint, ship, starting_point
@@ -383,3 +383,31 @@ def test_fp16_weights_that_change_predictions_on_photos_are_refused(quick_run, s
         ship(Path(quick_run["checkpoint_dir"]) / "best.pt", target, data=synthetic_root,
              out=quick_run["base"] / "results", device="cpu", evaluate=False, card=False)  # fmt: skip
     assert not target.exists()
+
+
+def test_a_report_uses_a_cached_run_without_its_checkpoint_and_never_rewrites_its_folder(
+    tiny_profile, synthetic_root, tmp_path, monkeypatch, capsys
+):
+    results, checkpoints, data = tmp_path / "results", tmp_path / "checkpoints", str(synthetic_root)
+    (run,) = Report(tiny_profile, data, "cpu", results, checkpoints, train_missing=True).table_rows(
+        "comparison", ["fastscnn"]
+    )
+    shutil.rmtree(checkpoints / run.key)  # a fresh clone: run folders are committed, checkpoints are not
+    folder = results / "runs" / run.key
+    committed = {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()}
+    monkeypatch.setitem(PROFILES, tiny_profile, replace(PROFILES[tiny_profile], trains_missing=False))  # as cpu
+    report = Report(tiny_profile, data, "cpu", results, checkpoints)
+    assert not report.train_missing
+    capsys.readouterr()
+    (found,) = report.table_rows("comparison", ["fastscnn"], want_checkpoint=True)
+    assert not found.trained_now and not (checkpoints / run.key).exists()
+    assert "without its checkpoint" in capsys.readouterr().out
+    assert tta_scores(report, found, "flip") is None  # never stored, and no weights to score: left out
+    with pytest.raises(ReportError, match="not in the run cache"):
+        report.table_rows("comparison", ["bisenetv2_xs"])  # missing: not trained unless asked
+    # asked to train: the lost checkpoint is made again, the committed run folder stays byte for byte
+    eager = Report(tiny_profile, data, "cpu", results, checkpoints, train_missing=True)
+    (redone,) = eager.table_rows("comparison", ["fastscnn"], want_checkpoint=True)
+    assert "training run" in capsys.readouterr().out and (checkpoints / run.key / "best.pt").exists()
+    assert {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()} == committed
+    assert redone.summary["best"] == found.summary["best"]
