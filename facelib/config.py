@@ -119,7 +119,7 @@ class TrainConfig:
 
 TRAIN_PRESETS: dict[str, dict[str, Any]] = {
     "reference": {},  # the reference's Table 4 recipe: 24k iterations, batch 8, 512 crops, full augmentation
-    "cpu": {  # the recipe's CPU equivalent: 40k samples at 256 px with the coarse loss (README: Training on a CPU)
+    "cpu": {  # the recipe's CPU equivalent: 40k samples at 256 px with the coarse loss (docs/guide.md: Training on a CPU)
         "crop_size": 256,
         "loss": "wce_lovasz_dice_coarse4",
         "lr": 2e-3,

@@ -108,7 +108,7 @@ PROFILES: dict[str, Profile] = {
         Profile(
             name="cpu",
             purpose="the real data, trained on a 2-core CPU with the fast CPU recipe (256 px training, the "
-            "`_coarse4` losses; README: Training on a CPU), scored on the 200 validation masks at 512 px. Table 4: "
+            "`_coarse4` losses; docs/guide.md: Training on a CPU), scored on the 200 validation masks at 512 px. Table 4: "
             "40k training samples per model (the reference: 192k at 512 px); Tables 1-2: 12k per row.",
             common={"crop_size": 256, "batch_size": 8, "lr": 2e-3},
             augmentation={"iterations": 1500, "val_interval": 150, "loss": "ce"},
@@ -119,7 +119,7 @@ PROFILES: dict[str, Profile] = {
             notes=(
                 "Table 4's settings are `facelib train cpu`'s; Table 2's losses are the reference's rows with "
                 "everything but the decode head's cross-entropy on every 4th pixel (`_coarse4`), which cost "
-                "2-4x less on a CPU and scored like the exact loss (README);",
+                "2-4x less on a CPU and scored like the exact loss (docs/experiments.md);",
                 "time on the 2-core machine that trains them, measured in these runs: Table 1 about 7 min a row "
                 "(27-30 images/s) and its seed-1 repeat; Table 2 7-10 min for each of its 4 coarse rows (21-29 "
                 "images/s; its CE row is Table 1's `full` run); Table 4 22 min for LR-ASPP (31 images/s) and 21 min "

@@ -204,7 +204,7 @@ ABOUT = (
     "<p><b>facelib</b> parses faces: it labels every pixel of a face photo with one of the 19 CelebAMask-HQ "
     "classes (skin, nose, eyes, brows, ears, lips, hair, hat, earrings, necklace, neck, cloth, ...), with models "
     "trained from scratch and small enough to run anywhere (under {cap:,} trainable parameters). This report "
-    "reproduces, with honest metrics, a reference report that trained mmsegmentation models on 1,000 "
+    "reproduces, with honest metrics, a reference report (an AI6126 course report on face parsing) that trained mmsegmentation models on 1,000 "
     "CelebAMask-HQ pairs (800 train / 200 validation, 512x512, batch 8) and reached {reference} after 24k "
     "iterations. Its mFscore dropped classes that were never predicted; here mF1 counts every class of the "
     "ground truth, and <code>mFscore_ref</code> reproduces the reference's figure for comparison.</p>"

@@ -192,7 +192,7 @@ def write_stats(data: str | Path | None, split_file: str | Path | None, out: str
     print(classes[["freq_train", "freq_val", "presence_train", "presence_val"]].round(4).to_string())
     tables, figures = Path(out) / "tables", Path(out) / "figures"
     name, note = dataset.name, provenance(f"{dataset.root} ({len(dataset.samples)} pairs, split {split_file.name})")
-    rgb_note = f"Normalisation uses the global definition (see README). {note}"
+    rgb_note = f"Normalisation uses the global definition (see docs/guide.md). {note}"
     written = [split_file]
     written += write_table(
         classes, tables / f"{name}_class_stats", f"Class pixel frequency and presence ({name})", note

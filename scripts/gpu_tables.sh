@@ -7,7 +7,7 @@
 #   OUT/runs.tar     results/runs/KEY/ of every run trained or scored here, and results/splits
 #   OUT/KEY.pt       each of those runs' best checkpoint (fp32; `facelib ship` makes the fp16 file on the CPU)
 #   OUT/log.txt      everything printed
-# Back on the CPU: see README, "The report" (tar xf, checkpoints/KEY/best.pt, facelib ship --best, facelib report).
+# Back on the CPU: see docs/guide.md, "The report" (tar xf, checkpoints/KEY/best.pt, facelib ship --best, facelib report).
 #
 # Usage (repository root): scripts/gpu_tables.sh TABLES DATA OUT
 #   PROFILE=gpu-short  ROWS=a,b (one table: these rows, in this order)  TTA=none,flip  WEIGHTS=1

@@ -75,3 +75,14 @@ def test_commands_run_on_the_synthetic_default(tmp_path, monkeypatch, capsys):
     assert "0 of 200 masks have reversed left/right labels" in capsys.readouterr().out
     leftovers = [p for p in out.rglob("*") if ".tmp" in p.name]
     assert leftovers == []
+
+
+def test_readme_is_a_short_guide_and_every_docs_link_resolves():
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert len(readme.splitlines()) <= 250, "the README is a user's guide: experiments belong in docs/"
+    hashes = [w for w in re.findall(r"\b[0-9a-f]{7,12}\b", readme) if re.search(r"\d", w) and re.search("[a-f]", w)]
+    assert not hashes, f"commit hashes or run keys in the README (they belong in docs/experiments.md): {hashes[:5]}"
+    for page in [ROOT / "README.md", ROOT / "CONTRIBUTING.md", *sorted((ROOT / "docs").glob("*.md"))]:
+        for target in re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", page.read_text(encoding="utf-8")):
+            if not target.startswith(("http:", "https:", "mailto:")):
+                assert (page.parent / target).exists(), f"{page.name}: link {target} does not resolve"
