@@ -38,6 +38,7 @@ class LossConfig:
     aux_weight: float = 0.4
     class_weighted: bool = False
     coarse_stride: int = 1
+    label_smoothing: float = 0.0  # cross-entropy's target: 1 - e on the true class, e spread over all classes
 
     def __post_init__(self) -> None:
         unknown = sorted(set(self.terms) - set(TERMS))
@@ -49,12 +50,15 @@ class LossConfig:
             raise ConfigError(f"loss weights must be >= 0, got {dict(self.terms)}, aux_weight {self.aux_weight}")
         if self.class_weighted and self.terms.get("ce", 0) == 0:
             raise ConfigError("class_weighted applies to cross-entropy, but the loss has no 'ce' term")
+        if not 0 <= self.label_smoothing < 1:
+            raise ConfigError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
         if not isinstance(self.coarse_stride, int) or self.coarse_stride < 1:
             raise ConfigError(f"coarse_stride must be an integer >= 1, got {self.coarse_stride!r}")
 
     def to_dict(self) -> dict[str, object]:
         values = {"terms": dict(self.terms), "aux_weight": self.aux_weight, "class_weighted": self.class_weighted}
-        return values | ({"coarse_stride": self.coarse_stride} if self.coarse_stride > 1 else {})
+        values |= {"coarse_stride": self.coarse_stride} if self.coarse_stride > 1 else {}
+        return values | ({"label_smoothing": self.label_smoothing} if self.label_smoothing else {})
 
 
 LOSS_PRESETS: dict[str, LossConfig] = {
@@ -87,7 +91,7 @@ def loss_config(spec: str | Mapping[str, object] | LossConfig) -> LossConfig:
             raise ConfigError(f"unknown loss preset {spec!r}; valid presets: {', '.join(LOSS_PRESETS)}")
         return LOSS_PRESETS[spec]
     if "terms" in spec:
-        allowed = {"terms", "aux_weight", "class_weighted", "coarse_stride"}
+        allowed = {"terms", "aux_weight", "class_weighted", "coarse_stride", "label_smoothing"}
         if set(spec) - allowed:
             raise ConfigError(
                 f"unknown loss setting(s) {', '.join(sorted(set(spec) - allowed))}; valid: {', '.join(sorted(allowed))}"
@@ -228,7 +232,9 @@ class CompositeLoss(nn.Module):
             raise ConfigError("class_weights given, but the loss config has class_weighted=False")
         weight = None if class_weights is None else torch.as_tensor(class_weights, dtype=torch.float32)
         self.weights = {name: w for name, w in self.config.terms.items() if w > 0}
-        self.ce = nn.CrossEntropyLoss(weight=weight, ignore_index=ignore_index)
+        self.ce = nn.CrossEntropyLoss(
+            weight=weight, ignore_index=ignore_index, label_smoothing=self.config.label_smoothing
+        )
         self.lovasz = LovaszSoftmax(ignore_index)
         self.dice = DiceLoss(ignore_index)
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from facelib.errors import ConfigError
-from facelib.labels import IGNORE_INDEX
+from facelib.labels import IGNORE_INDEX, NUM_CLASSES
 from facelib.losses import LOSS_PRESETS, CompositeLoss, LossConfig, loss_config
 from facelib.models import SegOutput, build_model
 
@@ -237,3 +237,17 @@ def test_coarse_stride_keeps_the_decode_cross_entropy_at_full_resolution_and_sam
     assert loss_config(config.to_dict()) == config and "coarse_stride" not in full.config.to_dict()
     with pytest.raises(ConfigError, match="coarse_stride"):
         LossConfig({"ce": 1.0}, coarse_stride=0)
+
+
+def test_label_smoothing_moves_only_the_cross_entropy_to_smoothed_targets():
+    torch.manual_seed(0)
+    logits, target = torch.randn(2, NUM_CLASSES, 8, 8), torch.randint(0, NUM_CLASSES, (2, 8, 8))
+    smoothed = CompositeLoss({"terms": {"ce": 1.0}, "label_smoothing": 0.1})
+    log_p = logits.log_softmax(1)
+    expected = -(0.9 * log_p.gather(1, target[:, None]).squeeze(1) + 0.1 * log_p.mean(1)).mean()
+    assert torch.allclose(smoothed(logits, target), expected, atol=1e-6)
+    plain = LOSS_PRESETS["wce_lovasz_dice_coarse4"]
+    tuned = loss_config({**plain.to_dict(), "label_smoothing": 0.1})  # the CPU recipe's loss, smoothed
+    assert tuned.to_dict() == {**plain.to_dict(), "label_smoothing": 0.1} and "label_smoothing" not in plain.to_dict()
+    with pytest.raises(ConfigError, match="label_smoothing"):
+        loss_config({"terms": {"ce": 1.0}, "label_smoothing": 1.0})
