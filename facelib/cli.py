@@ -8,7 +8,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from facelib.config import BACKENDS, TRAIN_PRESETS, TTA_MODES, add_config_flags, config_from_flags
+from facelib.config import BACKENDS, RECIPES, TRAIN_PRESETS, TTA_MODES, TrainConfig, add_config_flags, config_from_flags
 from facelib.errors import ConfigError, DataError, ReportError, RunBusyError
 
 TRAIN_MISSING_HELP = (
@@ -42,13 +42,16 @@ def _models(args: argparse.Namespace) -> list[Path]:
 
 
 def _train(args: argparse.Namespace) -> list[Path]:
+    from facelib.recipe import train_recipe  # lazy: --help stays fast
     from facelib.train import train  # lazy: --help stays fast
 
-    config = config_from_flags(args, args.preset)
-    print("config: " + ", ".join(f"{k}={v}" for k, v in config.to_dict().items()))
-    summary = train(
-        config, args.out, args.checkpoints, args.stop_after, time_limit_s=args.time_limit, restart=args.rerun
-    )
+    if args.preset in RECIPES:  # every stage's settings are the recipe's: only where and how it runs are flags
+        given = {name: getattr(args, name) for name in TrainConfig.__dataclass_fields__ if getattr(args, name, None)}
+        summary = train_recipe(args.preset, given, args.out, args.checkpoints, args.time_limit)
+    else:
+        config = config_from_flags(args, args.preset)
+        print("config: " + ", ".join(f"{k}={v}" for k, v in config.to_dict().items()))
+        summary = train(config, args.out, args.checkpoints, args.stop_after, True, args.time_limit, restart=args.rerun)
     run_dir = Path(summary["run_dir"])
     best = summary["best"]
     if best:
@@ -122,26 +125,10 @@ def _ship(args: argparse.Namespace) -> list[Path]:
     if args.best and args.why:
         raise ConfigError("--why explains a named checkpoint; with --best the card states how the run was chosen")
     if args.best:
-        from facelib.experiments import Report  # lazy: --help stays fast
-        from facelib.tables import best_run, choice  # lazy: --help stays fast
+        from facelib.selection import best_for_shipping  # lazy: --help stays fast
 
-        report = Report(args.best, args.data, args.device, args.out, args.checkpoints, train_missing=False)
-        runs, missing = report.finished_rows("comparison")
-        if not runs:
-            raise ConfigError(f"profile {args.best} has no finished Table 4 run yet (facelib runs --profile "
-                              f"{args.best} --table comparison trains them)")  # fmt: skip
-        noise, longer = report.measured_noise("comparison", runs), report.longer_runs()
-        winner = best_run([*runs, *longer], noise)
-        checkpoint, named = report.checkpoint(winner), lambda group: ", ".join(f"`{r.label}`" for r in group)
-        selection = (f"{choice([*runs, *longer], noise)}, among profile `{args.best}`'s Table 4 rows {named(runs)}"
-                     + (f" and the longer runs and fine-tunes beside them {named(longer)}" if longer else ""))  # fmt: skip
-        if missing and not args.allow_missing:
-            raise ConfigError(f"profile {args.best}'s Table 4 rows {', '.join(missing)} are not in the run cache "
-                              f"{Path(args.out) / 'runs'}; train them (facelib runs --profile {args.best} --table "
-                              "comparison), or pass --allow-missing to choose among the finished rows")  # fmt: skip
-        if missing:
-            selection += f" (rows {', '.join(f'`{m}`' for m in missing)} were not trained yet)"
-        print(f"{winner.label} ({winner.key}): {selection}")
+        checkpoint, selection = best_for_shipping(args.best, args.data, args.device, args.out, args.checkpoints,
+                                                  args.allow_missing)  # fmt: skip
     else:
         checkpoint, selection = _checkpoint_path(args.checkpoint), args.why
     target = Path(args.to) if args.to else DEFAULT_MODEL
@@ -279,8 +266,8 @@ def build_parser() -> argparse.ArgumentParser:
     models.set_defaults(run=_models)
 
     train = commands.add_parser("train", help="train a model (or resume it, or find it finished in the run cache)")
-    train.add_argument("preset", nargs="?", choices=list(TRAIN_PRESETS), help="training preset (facelib/config.py): "
-                       "its fields are the defaults, flags override them")  # fmt: skip
+    train.add_argument("preset", nargs="?", choices=[*TRAIN_PRESETS, *RECIPES], help="a training preset (its fields "
+                       "are the defaults, flags override them) or a multi-stage recipe (facelib/config.py)")  # fmt: skip
     add_config_flags(train)  # one flag per TrainConfig field, its comment as the help
     train.add_argument("--stop-after", type=int, help="stop after this many iterations, leaving a resumable run")
     train.add_argument("--time-limit", type=float, help="stop at the first checkpoint after this many seconds")

@@ -144,6 +144,22 @@ TRAIN_PRESETS: dict[str, dict[str, Any]] = {
 """Named starting points for `facelib train PRESET`; flags override their fields."""
 
 
+_SLIM = {"model": "bisenetv2_xs_slimaux"}
+RECIPES: dict[str, tuple[tuple[str, dict[str, Any]], ...]] = {
+    "cpu-shipped": (  # the shipped model's stages: 192k samples at 256 px, then 320, 384 and 384 px with repeat factors
+        ("cpu-long", {**_SLIM, "cpu_bf16": True}),
+        ("cpu-long", {**_SLIM, "crop_size": 320, "lr": 5e-4, "iterations": 2000, "val_interval": 400}),
+        ("cpu-long", {**_SLIM, "crop_size": 384, "lr": 5e-4, "iterations": 1200, "val_interval": 300}),
+        (
+            "cpu-long",
+            {**_SLIM, "crop_size": 384, "lr": 5e-4, "iterations": 1200, "val_interval": 300, "repeat_threshold": 0.3},
+        ),
+    ),
+}
+"""Multi-stage recipes for `facelib train RECIPE`: each stage a training preset and its changes; every stage
+after the first starts from the best checkpoint of the stage before it (`init_from`)."""
+
+
 def preset_config(name: str, **changes: Any) -> TrainConfig:
     if name not in TRAIN_PRESETS:
         raise ConfigError(f"unknown training preset {name!r}; valid presets: {', '.join(TRAIN_PRESETS)}")

@@ -36,16 +36,12 @@ def finished_runs(results: str | Path) -> Iterator[tuple[Path, dict[str, Any]]]:
             yield summary_file.parent, summary
 
 
-def expected_cost(config: TrainConfig, results: str | Path, key: str) -> str:
-    """What training a run will cost, said before it starts: its size, and its time from the run cache (the run's
-    own record when it was made before, else the median speed of finished runs of the same model and crop)."""
-    samples = config.iterations * config.batch_size
-    size = (
-        f"{config.iterations:,} iterations of batch {config.batch_size} at {config.crop_size} px ({samples:,} samples)"
-    )
-    made = finished_summary(results, key)
+def expected_seconds(config: TrainConfig, results: str | Path, key: str | None = None) -> tuple[float | None, str]:
+    """How long training `config` should take, and where the figure comes from: run `key`'s own record when it
+    was made before, else the median speed of finished runs of the same model and crop; None when neither."""
+    made = finished_summary(results, key) if key else None
     if made is not None:
-        return f"{size}; {made['train_wall_s'] / 60:.0f} min on {made['device']} when it was made"
+        return made["train_wall_s"], f"on {made['device']} when it was made"
     speeds = sorted(
         (record["images_per_s"], record["device"])
         for _, record in finished_runs(results)
@@ -53,9 +49,19 @@ def expected_cost(config: TrainConfig, results: str | Path, key: str) -> str:
         and record.get("images_per_s")
     )
     if not speeds:
-        return f"{size}; no finished run of {config.model} at {config.crop_size} px to estimate its time from"
+        return None, f"no finished run of {config.model} at {config.crop_size} px to estimate its time from"
     speed, device = speeds[len(speeds) // 2]
-    return f"{size}; about {samples / speed / 60:.0f} min at {speed:.1f} images/s, as on {device}"
+    return config.iterations * config.batch_size / speed, f"at {speed:.1f} images/s, as on {device}"
+
+
+def expected_cost(config: TrainConfig, results: str | Path, key: str) -> str:
+    """What training a run will cost, said before it starts: its size and `expected_seconds`."""
+    samples = config.iterations * config.batch_size
+    size = (
+        f"{config.iterations:,} iterations of batch {config.batch_size} at {config.crop_size} px ({samples:,} samples)"
+    )
+    seconds, source = expected_seconds(config, results, key)
+    return f"{size}; " + (f"about {seconds / 60:.0f} min {source}" if seconds is not None else source)
 
 
 def pack_runs(out: Path, results: Path, checkpoints: Path, keys: Sequence[str], weights: bool) -> None:

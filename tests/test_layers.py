@@ -33,6 +33,7 @@ LAYERS = [
     ["facelib.checkpoint", "facelib.tta"],
     ["facelib.run"],
     ["facelib.train", "facelib.runcache"],
+    ["facelib.recipe"],
     ["facelib.infer"],
     ["facelib.export"],
     ["facelib.profiles"],
@@ -40,6 +41,7 @@ LAYERS = [
     ["facelib.bench"],
     ["facelib.tables"],
     ["facelib.experiments", "facelib.figures", "facelib.runner"],
+    ["facelib.selection"],
     ["facelib.cli"],
     ["facelib.__main__"],
 ]

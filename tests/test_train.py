@@ -410,3 +410,28 @@ def test_ema_run_keeps_the_average_leaves_training_unchanged_and_resumes(synthet
     kept = {n: t for n, t in best["state_dict"].items() if t.is_floating_point()}
     assert all(torch.allclose(kept[n].float(), last["average"]["module"][n].float()) for n in kept)
     assert any(not torch.equal(last["average"]["module"][n], last["model"][n]) for n in kept)
+
+
+def test_a_recipe_trains_its_stages_in_order_each_from_the_one_before_and_finds_them_again(
+    synthetic_root, tmp_path, monkeypatch, capsys
+):
+    from facelib import config as config_module
+    from facelib.recipe import recipe_stages, train_recipe
+
+    stage = {"model": "fastscnn", "crop_size": 64, "iterations": 4, "val_interval": 2, "loss": "ce", "workers": 0}
+    recipe = (("cpu-quick", stage), ("cpu-quick", {**stage, "lr": 5e-4, "iterations": 2, "val_interval": 1}))
+    monkeypatch.setitem(config_module.RECIPES, "tiny", recipe)
+    where = {"data": str(synthetic_root), "device": "cpu"}
+    with pytest.raises(ConfigError, match="lr cannot be set"):
+        recipe_stages("tiny", {**where, "lr": 0.1})
+    with pytest.raises(ConfigError, match="valid recipes: cpu-shipped"):
+        recipe_stages("nope", where)
+    last = train_recipe("tiny", where, tmp_path / "results", tmp_path / "checkpoints")
+    printed = capsys.readouterr().out
+    assert printed.startswith("recipe tiny: 2 stages") and "stage 2: fastscnn, 16 samples at 64 px" in printed
+    assert last["finished"] and last["config"]["iterations"] == 2
+    first = next(k for k in os.listdir(tmp_path / "results" / "runs") if k != last["key"])
+    record = json.loads((tmp_path / "results" / "runs" / last["key"] / "config.json").read_text())
+    assert record["init_run_key"] == first and record["config"]["init_from"].endswith(f"{first}/best.pt")
+    again = train_recipe("tiny", where, tmp_path / "results", tmp_path / "checkpoints")
+    assert again["key"] == last["key"] and "finished earlier" in capsys.readouterr().out  # found, not retrained
