@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from facelib.errors import ConfigError
@@ -39,6 +40,7 @@ class LossConfig:
     class_weighted: bool = False
     coarse_stride: int = 1
     label_smoothing: float = 0.0  # cross-entropy's target: 1 - e on the true class, e spread over all classes
+    hard_share: float = 0.0  # cross-entropy over only this share of the labelled pixels, the hardest; 0: all
 
     def __post_init__(self) -> None:
         unknown = sorted(set(self.terms) - set(TERMS))
@@ -50,6 +52,8 @@ class LossConfig:
             raise ConfigError(f"loss weights must be >= 0, got {dict(self.terms)}, aux_weight {self.aux_weight}")
         if self.class_weighted and self.terms.get("ce", 0) == 0:
             raise ConfigError("class_weighted applies to cross-entropy, but the loss has no 'ce' term")
+        if not 0 <= self.hard_share <= 1:
+            raise ConfigError(f"hard_share must be in [0, 1], got {self.hard_share}")
         if not 0 <= self.label_smoothing < 1:
             raise ConfigError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
         if not isinstance(self.coarse_stride, int) or self.coarse_stride < 1:
@@ -58,7 +62,8 @@ class LossConfig:
     def to_dict(self) -> dict[str, object]:
         values = {"terms": dict(self.terms), "aux_weight": self.aux_weight, "class_weighted": self.class_weighted}
         values |= {"coarse_stride": self.coarse_stride} if self.coarse_stride > 1 else {}
-        return values | ({"label_smoothing": self.label_smoothing} if self.label_smoothing else {})
+        values |= {"label_smoothing": self.label_smoothing} if self.label_smoothing else {}
+        return values | ({"hard_share": self.hard_share} if self.hard_share else {})
 
 
 LOSS_PRESETS: dict[str, LossConfig] = {
@@ -91,13 +96,37 @@ def loss_config(spec: str | Mapping[str, object] | LossConfig) -> LossConfig:
             raise ConfigError(f"unknown loss preset {spec!r}; valid presets: {', '.join(LOSS_PRESETS)}")
         return LOSS_PRESETS[spec]
     if "terms" in spec:
-        allowed = {"terms", "aux_weight", "class_weighted", "coarse_stride", "label_smoothing"}
+        allowed = {"terms", "aux_weight", "class_weighted", "coarse_stride", "label_smoothing", "hard_share"}
         if set(spec) - allowed:
             raise ConfigError(
                 f"unknown loss setting(s) {', '.join(sorted(set(spec) - allowed))}; valid: {', '.join(sorted(allowed))}"
             )
         return LossConfig(**spec)  # type: ignore[arg-type]
     return LossConfig({str(k): float(v) for k, v in spec.items()})  # type: ignore[arg-type]
+
+
+class CrossEntropy(nn.CrossEntropyLoss):
+    """PyTorch's cross-entropy (optionally class-weighted and label-smoothed) over every labelled pixel, or with
+    `hard_share` over only that share of them, the ones it is highest on (online hard-example mining,
+    Shrivastava et al. 2016; mmsegmentation's OHEM sampler keeps pixels by a probability threshold instead):
+    the easy majority of skin and background pixels stops drowning out thin parts' borders."""
+
+    def __init__(self, weight=None, ignore_index: int = IGNORE_INDEX, label_smoothing: float = 0.0, hard_share=0.0):
+        super().__init__(weight=weight, ignore_index=ignore_index, label_smoothing=label_smoothing)
+        self.hard_share = hard_share
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        if not self.hard_share:
+            return super().forward(logits, target)
+        losses = F.cross_entropy(logits, target, ignore_index=self.ignore_index, reduction="none",
+                                 label_smoothing=self.label_smoothing).flatten()  # fmt: skip
+        labelled = (target != self.ignore_index).flatten()
+        kept = max(1, int(self.hard_share * int(labelled.sum())))
+        hardest, where = losses.masked_fill(~labelled, -1.0).topk(kept)
+        if self.weight is None:
+            return hardest.mean()
+        weights = self.weight[target.flatten()[where]]
+        return (hardest * weights).sum() / weights.sum()
 
 
 class LovaszSoftmax(nn.Module):
@@ -232,9 +261,7 @@ class CompositeLoss(nn.Module):
             raise ConfigError("class_weights given, but the loss config has class_weighted=False")
         weight = None if class_weights is None else torch.as_tensor(class_weights, dtype=torch.float32)
         self.weights = {name: w for name, w in self.config.terms.items() if w > 0}
-        self.ce = nn.CrossEntropyLoss(
-            weight=weight, ignore_index=ignore_index, label_smoothing=self.config.label_smoothing
-        )
+        self.ce = CrossEntropy(weight, ignore_index, self.config.label_smoothing, self.config.hard_share)
         self.lovasz = LovaszSoftmax(ignore_index)
         self.dice = DiceLoss(ignore_index)
 

@@ -251,3 +251,16 @@ def test_label_smoothing_moves_only_the_cross_entropy_to_smoothed_targets():
     assert tuned.to_dict() == {**plain.to_dict(), "label_smoothing": 0.1} and "label_smoothing" not in plain.to_dict()
     with pytest.raises(ConfigError, match="label_smoothing"):
         loss_config({"terms": {"ce": 1.0}, "label_smoothing": 1.0})
+
+
+def test_hard_share_averages_the_cross_entropy_of_only_the_hardest_pixels():
+    torch.manual_seed(1)
+    logits, target = torch.randn(2, NUM_CLASSES, 8, 8), torch.randint(0, NUM_CLASSES, (2, 8, 8))
+    target[0, 0, :4] = IGNORE_INDEX
+    per_pixel = torch.nn.functional.cross_entropy(logits, target, ignore_index=IGNORE_INDEX, reduction="none")
+    labelled = per_pixel[target != IGNORE_INDEX]
+    hardest = labelled.sort(descending=True).values[: int(0.25 * labelled.numel())]
+    mined = CompositeLoss({"terms": {"ce": 1.0}, "hard_share": 0.25})
+    assert torch.allclose(mined(logits, target), hardest.mean(), atol=1e-6)
+    everything = CompositeLoss({"terms": {"ce": 1.0}, "hard_share": 1.0})
+    assert torch.allclose(everything(logits, target), CompositeLoss("ce")(logits, target), atol=1e-6)
