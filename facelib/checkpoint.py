@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import pickle
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -71,7 +72,9 @@ def read_torch_file(path: str | Path, what: str = "a loadable facelib checkpoint
     if not path.is_file():
         raise DataError(f"{path}: file does not exist{way_out}")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch's note on a foreign file's pickle protocol: the error below says it
+            warnings.simplefilter("ignore", UserWarning)
+            return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
         if "weights only load failed" not in str(error).lower():  # damage, not content: below
             raise DataError(f"{path}: not {what}: damaged ({str(error).strip()[:200]}){way_out}") from error
