@@ -180,7 +180,11 @@ def export_html(notebook: Path, target: Path) -> Path:
     )
     back = f'<nav style="{NAV_STYLE}"><a href="index.html">&larr; report index</a></nav>'
     body = re.sub(r"(<body[^>]*>)", lambda m: m.group(1) + "\n" + back, body, count=1)
+    body = STDERR_STYLE.sub("", body)  # the template's style for stderr blocks: a page carries none to style
     return write_text(target, body)
+
+
+STDERR_STYLE = re.compile(r"\.jp-RenderedText\[data-mime-type='application/vnd\.jupyter\.stderr'\]\s*\{[^}]*\}")
 
 
 NAV_STYLE = "max-width: 1200px; margin: 1em auto 0; font-family: sans-serif;"
