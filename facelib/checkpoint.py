@@ -79,8 +79,10 @@ def read_torch_file(path: str | Path, what: str = "a loadable facelib checkpoint
         if "weights only load failed" not in str(error).lower():  # damage, not content: below
             raise DataError(f"{path}: not {what}: damaged ({str(error).strip()[:200]}){way_out}") from error
         # torch's message advises an unsafe load, the one thing not to do with a file one did not make
-        raise DataError(f"{path}: not {what}: it holds Python objects beyond tensors and plain values, which "
-                        f"facelib never loads (loading them can run code){way_out}") from error  # fmt: skip
+        raise DataError(
+            f"{path}: not {what}: it holds Python objects beyond tensors and plain values, which "
+            f"facelib never loads (loading them can run code){way_out}"
+        ) from error
     except Exception as error:  # RuntimeError (a damaged zip), EOFError, ... depending on the damage
         first = str(error).strip().splitlines()[0].split(". ")[0] if str(error).strip() else ""
         reason = f"{type(error).__name__}: {first}" if len(first) > 8 else type(error).__name__

@@ -127,8 +127,9 @@ def _ship(args: argparse.Namespace) -> list[Path]:
     if args.best:
         from facelib.selection import best_for_shipping  # lazy: --help stays fast
 
-        checkpoint, selection = best_for_shipping(args.best, args.data, args.device, args.out, args.checkpoints,
-                                                  args.allow_missing)  # fmt: skip
+        checkpoint, selection = best_for_shipping(
+            args.best, args.data, args.device, args.out, args.checkpoints, args.allow_missing
+        )
     else:
         checkpoint, selection = _checkpoint_path(args.checkpoint), args.why
     target = Path(args.to) if args.to else DEFAULT_MODEL
@@ -266,8 +267,13 @@ def build_parser() -> argparse.ArgumentParser:
     models.set_defaults(run=_models)
 
     train = commands.add_parser("train", help="train a model (or resume it, or find it finished in the run cache)")
-    train.add_argument("preset", nargs="?", choices=[*TRAIN_PRESETS, *RECIPES], help="a training preset (its fields "
-                       "are the defaults, flags override them) or a multi-stage recipe (facelib/config.py)")  # fmt: skip
+    train.add_argument(
+        "preset",
+        nargs="?",
+        choices=[*TRAIN_PRESETS, *RECIPES],
+        help="a training preset (its fields "
+        "are the defaults, flags override them) or a multi-stage recipe (facelib/config.py)",
+    )
     add_config_flags(train)  # one flag per TrainConfig field, its comment as the help
     train.add_argument("--stop-after", type=int, help="stop after this many iterations, leaving a resumable run")
     train.add_argument("--time-limit", type=float, help="stop at the first checkpoint after this many seconds")
@@ -403,8 +409,11 @@ def build_parser() -> argparse.ArgumentParser:
     bench_infer.add_argument("--out", default="results", help="results folder: writes OUT/bench/ (default: results)")
     bench.set_defaults(run=_bench)
 
-    report = commands.add_parser("report", help="execute the notebook series with papermill and export the report "
-                                 "(HTML, tables, figures) to RESULTS/PROFILE/")  # fmt: skip
+    report = commands.add_parser(
+        "report",
+        help="execute the notebook series with papermill and export the report "
+        "(HTML, tables, figures) to RESULTS/PROFILE/",
+    )
     report.add_argument("--profile", default="smoke", help="smoke (default), cpu, gpu-short or full")
     report.add_argument("--data", help=DATA_HELP)
     report.add_argument("--device", default="auto", help="where missing runs train: auto (default), cpu, cuda")

@@ -120,8 +120,10 @@ class Report:
         if not cached and self.refusal():
             raise ReportError(f"run {key} ({label}) is not in the run cache {self.results / 'runs'}: {self.refusal()}")
         if cached and want_checkpoint and not retrain and not self._has_weights(key):
-            print(f"{label}: run {key} is in the run cache without its checkpoint: its stored scores are shown; "
-                  "scores that need its weights and were never stored are left out (train_missing=True retrains it)")  # fmt: skip
+            print(
+                f"{label}: run {key} is in the run cache without its checkpoint: its stored scores are shown; "
+                "scores that need its weights and were never stored are left out (train_missing=True retrains it)"
+            )
         left = None if self.deadline is None else self.deadline - time.monotonic()
         if left is not None and left <= 0 and not (cached and not retrain):
             raise TimeLimitReached(f"time limit reached before run {key} ({label}) started")

@@ -118,8 +118,9 @@ class CrossEntropy(nn.CrossEntropyLoss):
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         if not self.hard_share:
             return super().forward(logits, target)
-        losses = F.cross_entropy(logits, target, ignore_index=self.ignore_index, reduction="none",
-                                 label_smoothing=self.label_smoothing).flatten()  # fmt: skip
+        losses = F.cross_entropy(
+            logits, target, ignore_index=self.ignore_index, reduction="none", label_smoothing=self.label_smoothing
+        ).flatten()
         labelled = (target != self.ignore_index).flatten()
         kept = max(1, int(self.hard_share * int(labelled.sum())))
         hardest, where = losses.masked_fill(~labelled, -1.0).topk(kept)

@@ -27,8 +27,10 @@ def recipe_stages(name: str, runtime: Mapping[str, Any]) -> list[TrainConfig]:
         raise ConfigError(f"unknown recipe {name!r}; valid recipes: {', '.join(RECIPES)}")
     outside = sorted(set(runtime) - set(RUNTIME_FIELDS))
     if outside:
-        raise ConfigError(f"a recipe fixes what its stages compute; {', '.join(outside)} cannot be set for it "
-                          f"(only {', '.join(RUNTIME_FIELDS)})")  # fmt: skip
+        raise ConfigError(
+            f"a recipe fixes what its stages compute; {', '.join(outside)} cannot be set for it "
+            f"(only {', '.join(RUNTIME_FIELDS)})"
+        )
     return [preset_config(preset, **changes, **runtime) for preset, changes in RECIPES[name]]
 
 
@@ -41,8 +43,11 @@ def plan(name: str, stages: list[TrainConfig], results: str | Path) -> str:
         what = f"{config.model}, {samples:,} samples at {config.crop_size} px"
         lines.append(f"  stage {number}: {what}: " + (f"about {seconds / 3600:.1f} h {source}" if seconds else source))
         total, known = total + (seconds or 0.0), known and seconds is not None
-    head = f"recipe {name}: {len(stages)} stages, " + (f"about {total / 3600:.1f} h of training in all" if known
-            else "a total unknown until every stage's model and crop has a finished run here")  # fmt: skip
+    head = f"recipe {name}: {len(stages)} stages, " + (
+        f"about {total / 3600:.1f} h of training in all"
+        if known
+        else "a total unknown until every stage's model and crop has a finished run here"
+    )
     return "\n".join([head, *lines])
 
 

@@ -215,8 +215,17 @@ ABOUT = (
 )
 
 
-HEADER = ("model", "mIoU %", "mF1 %", "mFscore_ref %", "per-image F %", "parameters", "CPU ms (PyTorch, 512 px)",
-          "x anchor (ONNX, 512 px)", "training samples")  # fmt: skip
+HEADER = (
+    "model",
+    "mIoU %",
+    "mF1 %",
+    "mFscore_ref %",
+    "per-image F %",
+    "parameters",
+    "CPU ms (PyTorch, 512 px)",
+    "x anchor (ONNX, 512 px)",
+    "training samples",
+)
 
 
 def headline(out: Path, data_name: str | None = None) -> str:
@@ -241,8 +250,19 @@ def headline(out: Path, data_name: str | None = None) -> str:
         what = f"{name}: Table 4's choice under the cap ({int(row['crop'])} px, one training run)"
         cells.append(_headline_row(what, row, f"{int(row['samples']):,}"))
     ref = REFERENCE_TABLE4["bisenetv2_xs"]
-    cells.append(("bisenetv2_xs: the reference report's best under the cap (mmsegmentation, GPU, 512 px)",
-                  f"{ref['mIoU']:.2f}", "–", f"{ref['mFscore']:.1f}", "–", "–", "–", "–", f"{24_000 * 8:,}"))  # fmt: skip
+    cells.append(
+        (
+            "bisenetv2_xs: the reference report's best under the cap (mmsegmentation, GPU, 512 px)",
+            f"{ref['mIoU']:.2f}",
+            "–",
+            f"{ref['mFscore']:.1f}",
+            "–",
+            "–",
+            "–",
+            "–",
+            f"{24_000 * 8:,}",
+        )
+    )
     rows = "\n".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in cells)
     return (
         "<table><thead><tr>" + "".join(f"<th>{h}</th>" for h in HEADER) + "</tr></thead>\n" + rows + "</table>"
@@ -281,10 +301,17 @@ def shipped_rows(results: Path, data_name: str | None, profile, costs) -> list[t
 def _headline_row(label: str, row, samples: str) -> tuple[str, ...]:
     """One headline row from scores and (where known) a Table 4 row's size and latency."""
     known = {k: row[k] for k in ("params", "CPU ms", "x anchor") if k in row and row[k] == row[k]}  # not NaN
-    return (label, f"{row['mIoU']:.2f}", f"{row['mF1']:.2f}", f"{row['mFscore_ref']:.2f}", f"{row['per_image_F']:.2f}",
-            f"{int(known['params']):,}" if "params" in known else "–",
-            f"{known['CPU ms']:.0f}" if "CPU ms" in known else "–",
-            f"{known['x anchor']:.2f}" if "x anchor" in known else "–", samples)  # fmt: skip
+    return (
+        label,
+        f"{row['mIoU']:.2f}",
+        f"{row['mF1']:.2f}",
+        f"{row['mFscore_ref']:.2f}",
+        f"{row['per_image_F']:.2f}",
+        f"{int(known['params']):,}" if "params" in known else "–",
+        f"{known['CPU ms']:.0f}" if "CPU ms" in known else "–",
+        f"{known['x anchor']:.2f}" if "x anchor" in known else "–",
+        samples,
+    )
 
 
 def write_index(out: Path, profile: str, data_name: str | None = None) -> Path:

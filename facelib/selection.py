@@ -20,12 +20,16 @@ def best_for_shipping(
     report = Report(profile, data, device, out, checkpoints, train_missing=False)
     runs, missing = report.finished_rows("comparison")
     if not runs:
-        raise ConfigError(f"profile {profile} has no finished Table 4 run yet (facelib runs --profile {profile} "
-                          "--table comparison trains them)")  # fmt: skip
+        raise ConfigError(
+            f"profile {profile} has no finished Table 4 run yet (facelib runs --profile {profile} "
+            "--table comparison trains them)"
+        )
     if missing and not allow_missing:
-        raise ConfigError(f"profile {profile}'s Table 4 rows {', '.join(missing)} are not in the run cache "
-                          f"{Path(out) / 'runs'}; train them (facelib runs --profile {profile} --table "
-                          "comparison), or pass --allow-missing to choose among the finished rows")  # fmt: skip
+        raise ConfigError(
+            f"profile {profile}'s Table 4 rows {', '.join(missing)} are not in the run cache "
+            f"{Path(out) / 'runs'}; train them (facelib runs --profile {profile} --table "
+            "comparison), or pass --allow-missing to choose among the finished rows"
+        )
     noise, longer = report.measured_noise("comparison", runs), report.longer_runs()
     winner = best_run([*runs, *longer], noise)
     selection = f"{choice([*runs, *longer], noise)}, among profile `{profile}`'s Table 4 rows {_named(runs)}"

@@ -116,9 +116,26 @@ def test_unmatched_files_are_all_listed(dataset_copy, capsys):
 
 
 def _quick_train_args(root: Path, tmp_path: Path) -> list[str]:
-    return ["train", "cpu-quick", "--model", "fastscnn", "--crop-size", "64", "--iterations", "4",
-            "--val-interval", "2", "--data", str(root), "--device", "cpu", "--out", str(tmp_path / "results"),
-            "--checkpoints", str(tmp_path / "checkpoints")]  # fmt: skip
+    return [
+        "train",
+        "cpu-quick",
+        "--model",
+        "fastscnn",
+        "--crop-size",
+        "64",
+        "--iterations",
+        "4",
+        "--val-interval",
+        "2",
+        "--data",
+        str(root),
+        "--device",
+        "cpu",
+        "--out",
+        str(tmp_path / "results"),
+        "--checkpoints",
+        str(tmp_path / "checkpoints"),
+    ]
 
 
 @pytest.mark.parametrize("damage", ["truncated", "foreign"])

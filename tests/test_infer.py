@@ -222,8 +222,13 @@ def test_a_6000_pixel_photo_is_predicted_in_bounded_memory(tmp_path):
         "done = subprocess.run([sys.executable, '-m', 'facelib', 'predict', sys.argv[1], '--out', sys.argv[2]]); "
         "print(done.returncode, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)"
     )
-    result = subprocess.run([sys.executable, "-c", measure, str(tmp_path / "huge.jpg"), str(tmp_path / "out")],
-                            capture_output=True, text=True, check=True, env={**os.environ, "OMP_NUM_THREADS": "1"})  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, "-c", measure, str(tmp_path / "huge.jpg"), str(tmp_path / "out")],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
     code, peak_kib = map(int, result.stdout.split()[-2:])
     assert code == 0 and read_mask(tmp_path / "out" / "huge.png").shape == (6000, 6000)
     assert peak_kib < 1.5 * 1024**2, f"peak resident memory {peak_kib / 1024**2:.2f} GiB"

@@ -317,10 +317,21 @@ def test_headline_leads_with_the_shipped_model_then_table_4s_choice_and_the_refe
     from facelib.runner import headline
 
     out = tmp_path / "cpu"
-    columns = {"role": ["chosen", "reference"], "fits_cap": [True, False], "mIoU": [58.0, 62.0], "mF1": [70.7, 74.2],
-               "mFscore_ref": [70.7, 74.2], "per_image_F": [76.1, 78.8], "params": [1456617, 2152095],
-               "CPU ms": [26.1, 82.9], "x anchor": [0.46, 2.15], "iterations": [5000, 5000], "batch": [8, 8],
-               "crop": [256, 256], "samples": [40000, 40000]}  # fmt: skip
+    columns = {
+        "role": ["chosen", "reference"],
+        "fits_cap": [True, False],
+        "mIoU": [58.0, 62.0],
+        "mF1": [70.7, 74.2],
+        "mFscore_ref": [70.7, 74.2],
+        "per_image_F": [76.1, 78.8],
+        "params": [1456617, 2152095],
+        "CPU ms": [26.1, 82.9],
+        "x anchor": [0.46, 2.15],
+        "iterations": [5000, 5000],
+        "batch": [8, 8],
+        "crop": [256, 256],
+        "samples": [40000, 40000],
+    }
     (out / "tables").mkdir(parents=True)
     pd.DataFrame(columns, index=pd.Index(["fastscnn", "bisenetv2_xs"], name="model")).to_csv(
         out / "tables" / "table4_models.csv"
