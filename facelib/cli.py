@@ -227,8 +227,9 @@ SHOWN_BENCH_COLUMNS = ("status", "images_per_s", "ms_per_batch", "median_ms", "p
 def _report(args: argparse.Namespace) -> list[Path]:
     from facelib.runner import run_report  # lazy: --help stays fast
 
-    out = run_report(args.profile, args.data, args.device, args.only, args.out, args.checkpoints, args.notebooks,
-                     args.train_missing)  # fmt: skip
+    out = run_report(
+        args.profile, args.data, args.device, args.only, args.out, args.checkpoints, args.notebooks, args.train_missing
+    )
     return [out / "README.md", out / "html" / "index.html"]
 
 

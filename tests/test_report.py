@@ -295,8 +295,15 @@ def test_smoke_pages_stand_alone_and_the_index_links_them(smoke):
 
 def test_smoke_report_reuses_the_run_cache(smoke, smoke_data):
     before = _table(smoke, "table1_augmentation")
-    run_report("smoke", smoke_data, "cpu", only="02", results=smoke.parent,
-               checkpoints=smoke.parent.parent / "checkpoints", train_missing=False)  # fmt: skip
+    run_report(
+        "smoke",
+        smoke_data,
+        "cpu",
+        only="02",
+        results=smoke.parent,
+        checkpoints=smoke.parent.parent / "checkpoints",
+        train_missing=False,
+    )
     pd.testing.assert_frame_equal(before, _table(smoke, "table1_augmentation"))
 
 
