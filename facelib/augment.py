@@ -132,6 +132,8 @@ AUGMENT_PRESETS: dict[str, str] = {
     "full_wide": "full with the resize range of mmseg's standard pipelines, x0.5-2.0, instead of x1.0-1.2",
     "full_erase": "full, then random erasing (p=0.5): 1-3 rectangles of 10-30% of each side set to 0, mask kept",
 }
+CROPPING_PRESETS = ("geometric", "full", "full_wide", "full_erase")
+"""The presets that end in a crop to `crop_size`, so they can train on photos larger than the crop."""
 
 
 def _augmentations(preset: str, crop_size: int) -> list[A.BasicTransform]:
@@ -161,11 +163,16 @@ def _resize(crop_size: int | None) -> list[A.BasicTransform]:
 
 
 def train_transform(
-    preset: str, crop_size: int, mean: Sequence[float], std: Sequence[float], resize: bool = True
+    preset: str,
+    crop_size: int,
+    mean: Sequence[float],
+    std: Sequence[float],
+    resize: bool = True,
+    photo_size: int | None = None,
 ) -> A.Compose:
-    """Resize to `crop_size` (if `resize`), the preset's augmentations, then normalise with the dataset's
-    mean/std (in 0..255 units)."""
-    steps = _resize(crop_size if resize else None) + _augmentations(preset, crop_size)
+    """Resize to `photo_size` (default `crop_size`; if `resize`), the preset's augmentations (a cropping preset
+    crops to `crop_size`), then normalise with the dataset's mean/std (in 0..255 units)."""
+    steps = _resize((photo_size or crop_size) if resize else None) + _augmentations(preset, crop_size)
     return A.Compose([*steps, A.Normalize(mean=mean, std=std, max_pixel_value=1.0)])
 
 

@@ -56,7 +56,7 @@ def inference_checkpoint(
         "class_names": list(CLASS_NAMES),
         "mean": list(mean),
         "std": list(std),
-        "input_size": config.crop_size,
+        "input_size": config.input_size,
         "config": config.to_dict(),
         "run_key": run_key,
         "iteration": iteration,

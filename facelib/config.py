@@ -25,10 +25,16 @@ BACKENDS = ("auto", "torch", "onnx")  # auto: by the file's suffix (.onnx: ONNX 
 
 
 RUNTIME_FIELDS = ("data", "device", "workers", "compile", "channels_last", "threads", "keep_memory")
-KEYED_WHEN_SET = {"cpu_bf16": False, "init_from": None, "repeat_threshold": 0.0, "ema_decay": 0.0}
+"""How and where a run happens, not what it computes: left out of the run key."""
+KEYED_WHEN_SET = {
+    "cpu_bf16": False,
+    "init_from": None,
+    "repeat_threshold": 0.0,
+    "ema_decay": 0.0,
+    "photo_size": 0,
+}
 """Fields added after runs were cached: a run key counts them only when they differ from this default, so the
 keys (and cached results) of every run that predates them stay valid."""
-"""How and where a run happens, not what it computes: left out of the run key."""
 
 
 SCHEDULES = ("cosine", "poly")
@@ -58,6 +64,13 @@ class TrainConfig:
     init_from: str | None = None  # start from this inference checkpoint's weights (fine-tuning); keyed by content
     repeat_threshold: float = 0.0  # repeat-factor sampling: photos with a class in a share f < this of the training photos are drawn sqrt(this/f) times as often; 0: uniform
     ema_decay: float = 0.0  # validate, keep and ship an exponential moving average of the weights with this decay (e.g. 0.999); 0: the trained weights
+    photo_size: int = 0  # photos are resized to this side, cropped to crop_size for training and seen whole by validation and inference (512: crops at the native scale); 0: crop_size
+
+    @property
+    def input_size(self) -> int:
+        """The side of the whole photo the model sees in validation and inference."""
+        return self.photo_size or self.crop_size
+
     split_seed: int = 0  # the train/val split
     val_fraction: float = 0.2  # share of the annotated pairs held out for validation
     data: str | None = None  # dataset root; None: $FACELIB_DATA, else the synthetic faces
@@ -72,7 +85,7 @@ class TrainConfig:
         if self.data is not None and not isinstance(self.data, str):
             object.__setattr__(self, "data", str(self.data))  # a Path: stored as text, like every field
         # lazy: the registries import torch, and this module must not (the CLI builds its flags from it)
-        from facelib.augment import AUGMENT_PRESETS
+        from facelib.augment import AUGMENT_PRESETS, CROPPING_PRESETS
         from facelib.losses import loss_config
         from facelib.models import model_spec
 
@@ -87,8 +100,16 @@ class TrainConfig:
         for name in ("iterations", "batch_size", "val_interval", "crop_size"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.crop_size % 32:
-            raise ConfigError(f"crop_size must be a multiple of 32 (the models' stride), got {self.crop_size}")
+        if self.crop_size % 32 or self.photo_size % 32:
+            raise ConfigError(
+                f"crop_size and photo_size must be multiples of 32 (the models' stride), got {self.crop_size}, "
+                f"{self.photo_size}"
+            )
+        if self.photo_size and (self.photo_size < self.crop_size or self.augment not in CROPPING_PRESETS):
+            raise ConfigError(
+                f"photo_size {self.photo_size} needs crop_size <= photo_size and an augmentation that crops "
+                f"({', '.join(CROPPING_PRESETS)}); got crop_size {self.crop_size}, augment {self.augment!r}"
+            )
         if not 0 <= self.repeat_threshold <= 1:
             raise ConfigError(f"repeat_threshold must be in [0, 1], got {self.repeat_threshold}")
         if not 0 <= self.ema_decay < 1:
@@ -158,6 +179,11 @@ RECIPES: dict[str, tuple[tuple[str, dict[str, Any]], ...]] = {
 }
 """Multi-stage recipes for `facelib train RECIPE`: each stage a training preset and its changes; every stage
 after the first starts from the best checkpoint of the stage before it (`init_from`)."""
+
+
+def photos_note(config: Mapping[str, Any]) -> str:
+    """ " crops of N px photos" for a run config (as saved) that crops photos of another size, else ""."""
+    return f" crops of {config['photo_size']} px photos" if config.get("photo_size") else ""
 
 
 def preset_config(name: str, **changes: Any) -> TrainConfig:

@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from facelib.config import RECIPES, RUNTIME_FIELDS, TrainConfig, preset_config
+from facelib.config import RECIPES, RUNTIME_FIELDS, TrainConfig, photos_note, preset_config
 from facelib.errors import ConfigError
 from facelib.runcache import expected_seconds
 from facelib.train import train
@@ -40,7 +40,7 @@ def plan(name: str, stages: list[TrainConfig], results: str | Path) -> str:
     for number, config in enumerate(stages, 1):
         seconds, source = expected_seconds(config, results)
         samples = config.iterations * config.batch_size
-        what = f"{config.model}, {samples:,} samples at {config.crop_size} px"
+        what = f"{config.model}, {samples:,} samples at {config.crop_size} px{photos_note(config.to_dict())}"
         lines.append(f"  stage {number}: {what}: " + (f"about {seconds / 3600:.1f} h {source}" if seconds else source))
         total, known = total + (seconds or 0.0), known and seconds is not None
     head = f"recipe {name}: {len(stages)} stages, " + (

@@ -29,7 +29,7 @@ import torch
 from facelib.audit import audit
 from facelib.augment import eval_transform, resize, train_transform
 from facelib.checkpoint import load_checkpoint
-from facelib.config import KEYED_WHEN_SET, RUNTIME_FIELDS, TrainConfig
+from facelib.config import KEYED_WHEN_SET, RUNTIME_FIELDS, TrainConfig, photos_note
 from facelib.data import SegmentationDataset, discover, load_or_make_split
 from facelib.errors import ConfigError
 from facelib.labels import CLASS_NAMES, NUM_CLASSES
@@ -230,20 +230,24 @@ def identify(config: TrainConfig, out: str | Path, procs: Processes = ONE_PROCES
 def load_sets(config: TrainConfig, data: RunData, presize: bool = True) -> None:
     """Decode the training and validation pairs into memory and attach their preprocessing presets.
 
-    `presize`: when the data is not at the working resolution, the decoded training pairs are resized to it
-    once, here, with the preset's own first step (`augment.resize`), which then finds them at size and
-    passes them through unchanged: the same batches, without resizing 512 px arrays at every draw."""
+    `presize`: when the data is not at the working resolution (`config.input_size`: the crop, or the photo
+    size crops are taken from), the decoded training pairs are resized to it once, here, with the preset's own
+    first step (`augment.resize`), which then finds them at size and passes them through unchanged: the same
+    batches, without resizing 512 px arrays at every draw."""
     data.train_set = SegmentationDataset(
         data.dataset.by_stem(data.split.train), cache=True, corrections=data.corrections
     )
     data.val_set = SegmentationDataset(data.dataset.by_stem(data.split.val), cache=True, image_only=True)
     data.mean, data.std = training_normalization(data.train_set.cached[0])
     data.class_pixels = class_pixels(data.train_set.cached[1])  # before any resizing: the class weights' source
-    other_size = data.train_set.image_shapes() != {(config.crop_size, config.crop_size, 3)}
+    side = config.input_size
+    other_size = data.train_set.image_shapes() != {(side, side, 3)}
     if other_size and presize:
-        data.train_set.map_cached(resize(config.crop_size))
-    data.train_set.transform = train_transform(config.augment, config.crop_size, data.mean, data.std, resize=other_size)
-    data.val_set.transform = eval_transform(config.crop_size, data.mean, data.std, resize=other_size)
+        data.train_set.map_cached(resize(side))
+    data.train_set.transform = train_transform(
+        config.augment, config.crop_size, data.mean, data.std, resize=other_size, photo_size=side
+    )
+    data.val_set.transform = eval_transform(side, data.mean, data.std, resize=other_size)
 
 
 def summarize(
@@ -313,7 +317,8 @@ def run_readme(summary: dict[str, Any]) -> str:
             "",
             f"{config['model']} on {summary['data']['name']} ({summary['data']['n_train']} train / "
             f"{summary['data']['n_val']} val), {config['iterations']} iterations of batch {config['batch_size']} at "
-            f"{config['crop_size']}x{config['crop_size']}, loss `{config['loss']}`, augmentation `{config['augment']}`.",
+            f"{config['crop_size']}x{config['crop_size']}{photos_note(config)}, loss `{config['loss']}`, augmentation "
+            f"`{config['augment']}`.",
             "",
             "| checkpoint | iteration | mIoU | mF1 | mFscore (reference-style) | per-image F |",
             "|---|---:|---:|---:|---:|---:|",

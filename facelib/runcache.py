@@ -12,7 +12,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from facelib.config import TrainConfig
+from facelib.config import TrainConfig, photos_note
 
 
 def run_folder(results: str | Path, key: str) -> Path:
@@ -45,7 +45,8 @@ def expected_seconds(config: TrainConfig, results: str | Path, key: str | None =
     speeds = sorted(
         (record["images_per_s"], record["device"])
         for _, record in finished_runs(results)
-        if (record["config"]["model"], record["config"]["crop_size"]) == (config.model, config.crop_size)
+        if (record["config"]["model"], record["config"]["crop_size"], record["config"].get("photo_size", 0))
+        == (config.model, config.crop_size, config.photo_size)
         and record.get("images_per_s")
     )
     if not speeds:
@@ -58,7 +59,8 @@ def expected_cost(config: TrainConfig, results: str | Path, key: str) -> str:
     """What training a run will cost, said before it starts: its size and `expected_seconds`."""
     samples = config.iterations * config.batch_size
     size = (
-        f"{config.iterations:,} iterations of batch {config.batch_size} at {config.crop_size} px ({samples:,} samples)"
+        f"{config.iterations:,} iterations of batch {config.batch_size} at {config.crop_size} px"
+        f"{photos_note(config.to_dict())} ({samples:,} samples)"
     )
     seconds, source = expected_seconds(config, results, key)
     return f"{size}; " + (f"about {seconds / 60:.0f} min {source}" if seconds is not None else source)

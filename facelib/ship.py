@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from facelib.checkpoint import load_checkpoint, model_from_checkpoint, onnx_metadata
+from facelib.config import photos_note
 from facelib.data import discover
 from facelib.errors import ConfigError, DataError
 from facelib.export import calibration_batches, calibration_source, export_checkpoint, quantize_int8
@@ -160,7 +161,7 @@ def starting_point(content: dict[str, Any], out: str | Path = "results") -> str 
         config = earlier["config"]
         links.append(
             f"run `{parent}`, {config['iterations']} iterations of batch {config['batch_size']} at "
-            f"{config['crop_size']}px ({config['iterations'] * config['batch_size']:,} samples), "
+            f"{config['crop_size']}px{photos_note(config)} ({config['iterations'] * config['batch_size']:,} samples), "
             f"{earlier['train_wall_s']:.0f} s ({earlier['images_per_s']:.1f} images/s) on {earlier['device']}, "
             f"commit {earlier['commit']}"
         )
@@ -241,7 +242,7 @@ def model_card(
         "## Training",
         *([start] if start else []),
         f"- recipe: {config['iterations']} iterations of batch {config['batch_size']} at {config['crop_size']}px "
-        f"crops, AdamW lr {config['lr']} ({config['schedule']}, warm-up {config['warmup_fraction']}), weight decay "
+        f"crops{photos_note(config)}, AdamW lr {config['lr']} ({config['schedule']}, warm-up {config['warmup_fraction']}), weight decay "
         f"{config['weight_decay']}, loss `{config['loss']}`, augmentation `{config['augment']}`, seed {config['seed']}"
         + (", audit-corrected labels" if config.get("corrected_labels") else ""),
     ]

@@ -334,7 +334,7 @@ def best_run(runs: Sequence[Run], noise: Noise | None = None) -> Run:
 
 def _input_flops(run: Run) -> int:
     """What one photo costs the run's model at the side it was trained and is shipped at."""
-    return inference_flops(build_model(run.config.model, **run.config.model_overrides), run.config.crop_size)
+    return inference_flops(build_model(run.config.model, **run.config.model_overrides), run.config.input_size)
 
 
 def choice(runs: Sequence[Run], noise: Noise | None) -> str:

@@ -346,6 +346,30 @@ def test_presized_cache_gives_the_same_batches_and_class_weights(synthetic_root,
     assert (weights[0] == weights[1]).all()
 
 
+def test_native_scale_crops_train_on_crops_of_the_photo_and_validate_the_whole_photo(synthetic_root, tmp_path):
+    """`photo_size`: 64 px crops of the 128 px synthetic photos at their own scale; validation and the checkpoint
+    see the whole 128 px photo. Keyed only when set; refused with a preset that does not crop."""
+    from facelib.run import load_sets
+
+    config = TrainConfig(data=str(synthetic_root), **{**QUICK_RUN, "augment": "full", "photo_size": 128})
+    assert run_key(config, "f") != run_key(config.replace(photo_size=0), "f")
+    assert config.input_size == 128 and config.replace(photo_size=0).input_size == 64
+    data = identify(config, tmp_path)
+    load_sets(config, data)
+    assert data.train_set.image_shapes() == {(128, 128, 3)}  # already at the photo size: nothing resized
+    image, mask = data.train_set[(0, 7)]
+    assert image.shape == (3, 64, 64) and mask.shape == (64, 64)
+    assert data.val_set[0][0].shape == (3, 128, 128)
+    short = config.replace(iterations=2, val_interval=2)
+    summary = train(short, out=tmp_path / "r", checkpoints=tmp_path / "c", progress=False)
+    assert load_checkpoint(Path(summary["checkpoint_dir"]) / "best.pt")["input_size"] == 128
+    assert "64x64 crops of 128 px photos" in (Path(summary["run_dir"]) / "README.md").read_text()
+    with pytest.raises(ConfigError, match="an augmentation that crops"):
+        config.replace(augment="baseline").validate()
+    with pytest.raises(ConfigError, match="crop_size <= photo_size"):
+        config.replace(photo_size=32).validate()
+
+
 def test_keeping_freed_memory_applies_on_linux():
     from facelib.run import keep_freed_memory
 
