@@ -32,6 +32,9 @@ KEYED_WHEN_SET = {
     "repeat_threshold": 0.0,
     "ema_decay": 0.0,
     "photo_size": 0,
+    "teacher": None,
+    "distill_weight": 1.0,
+    "pseudo_labels": None,
 }
 """Fields added after runs were cached: a run key counts them only when they differ from this default, so the
 keys (and cached results) of every run that predates them stay valid."""
@@ -65,6 +68,15 @@ class TrainConfig:
     repeat_threshold: float = 0.0  # repeat-factor sampling: photos with a class in a share f < this of the training photos are drawn sqrt(this/f) times as often; 0: uniform
     ema_decay: float = 0.0  # validate, keep and ship an exponential moving average of the weights with this decay (e.g. 0.999); 0: the trained weights
     photo_size: int = 0  # photos are resized to this side, cropped to crop_size for training and seen whole by validation and inference (512: crops at the native scale); 0: crop_size
+    teacher: str | None = (
+        None  # distil from this inference checkpoint (any model and size): its class probabilities on each training crop, seen at its own input scale, join the loss; keyed by content
+    )
+    distill_weight: float = (
+        1.0  # weight of the distillation term (KL divergence from the teacher's probabilities, on the loss's grid)
+    )
+    pseudo_labels: str | None = (
+        None  # a folder of label PNGs for the dataset's unannotated test photos (as facelib predict writes them), trained on beside the training pairs; keyed by content
+    )
 
     @property
     def input_size(self) -> int:
@@ -102,7 +114,7 @@ class TrainConfig:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.crop_size % 32 or self.photo_size % 32:
             raise ConfigError(
-                f"crop_size and photo_size must be multiples of 32 (the models' stride), got {self.crop_size}, "
+                f"crop_size and photo_size must each be a multiple of 32 (the models' stride), got {self.crop_size}, "
                 f"{self.photo_size}"
             )
         if self.photo_size and (self.photo_size < self.crop_size or self.augment not in CROPPING_PRESETS):
@@ -112,6 +124,8 @@ class TrainConfig:
             )
         if not 0 <= self.repeat_threshold <= 1:
             raise ConfigError(f"repeat_threshold must be in [0, 1], got {self.repeat_threshold}")
+        if self.distill_weight < 0 or (self.distill_weight != 1.0 and self.teacher is None):
+            raise ConfigError(f"distill_weight must be >= 0 and needs a teacher, got {self.distill_weight}")
         if not 0 <= self.ema_decay < 1:
             raise ConfigError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
         if not 0 <= self.warmup_fraction < 1:

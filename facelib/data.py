@@ -105,6 +105,25 @@ def discover(path: str | Path | None = None) -> FaceDataset:
     return FaceDataset(root, dataset_name(root), samples, tuple(test[s] for s in sorted(test)))
 
 
+def pseudo_samples(dataset: FaceDataset, folder: str | Path) -> list[Sample]:
+    """The dataset's unannotated test photos, each paired with its label PNG in `folder` (`<stem>.png`, as
+    `facelib predict` writes them): pseudo-labels to train on beside the annotated pairs. A missing folder, a
+    photo without its PNG or a dataset without test photos is one DataError."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DataError(f"pseudo_labels {folder}: folder does not exist (make it with facelib predict)")
+    if not dataset.test_images:
+        raise DataError(f"{dataset.root}: no test/images to pair with the pseudo-labels in {folder}")
+    masks = _files(folder, (".png",))
+    missing = [p.name for p in dataset.test_images if p.stem not in masks]
+    if missing:
+        raise DataError(
+            f"pseudo_labels {folder}: no <stem>.png for {len(missing)} of {len(dataset.test_images)} test photos "
+            f"(first: {missing[0]}); run facelib predict on {dataset.root / 'test' / 'images'} into it"
+        )
+    return [Sample(p.stem, p, masks[p.stem]) for p in dataset.test_images]
+
+
 def _listing(root: Path, problems: list[str]) -> str:
     return f"{len(problems)} problem(s) in dataset {root}:\n" + "\n".join(f"  {p}" for p in problems)
 

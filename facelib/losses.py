@@ -296,6 +296,25 @@ class CompositeLoss(nn.Module):
         return loss
 
 
+class Distillation(nn.Module):
+    """Pixel-wise knowledge distillation: KL(teacher || student) of the class distributions, summed over
+    classes and averaged over the labelled pixels (the ignore label marks padding, which neither saw), on the
+    same grid of every `stride`-th pixel as the loss's region terms (`coarse_grid`). Temperature 1: the
+    teacher's probabilities as they are."""
+
+    def __init__(self, stride: int = 1, ignore_index: int = IGNORE_INDEX) -> None:
+        super().__init__()
+        self.stride, self.ignore_index = stride, ignore_index
+
+    def forward(self, logits: torch.Tensor, teacher: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        if self.stride > 1:
+            logits, teacher, target = (coarse_grid(t, self.stride) for t in (logits, teacher, target))
+        log_student = logits.float().log_softmax(1)
+        divergence = (teacher * (teacher.clamp_min(1e-8).log() - log_student)).sum(1)
+        valid = target != self.ignore_index
+        return (divergence * valid).sum() / valid.sum().clamp_min(1)
+
+
 def coarse_grid(tensor: torch.Tensor, stride: int) -> torch.Tensor:
     """Every `stride`-th pixel in each direction, starting at `stride // 2` (the centre of each stride x
     stride block): the regular 1/stride² sample of pixels that `LossConfig.coarse_stride` scores. Applied

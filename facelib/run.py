@@ -18,7 +18,7 @@ import math
 import os
 import platform
 import warnings
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,43 +30,53 @@ from facelib.audit import audit
 from facelib.augment import eval_transform, resize, train_transform
 from facelib.checkpoint import load_checkpoint
 from facelib.config import KEYED_WHEN_SET, RUNTIME_FIELDS, TrainConfig, photos_note
-from facelib.data import SegmentationDataset, discover, load_or_make_split
+from facelib.data import Sample, SegmentationDataset, discover, load_or_make_split, pseudo_samples
 from facelib.errors import ConfigError
 from facelib.labels import CLASS_NAMES, NUM_CLASSES
 from facelib.outputs import atomic_path, commit, machine, shown_paths, write_text
 
 
-def data_fingerprint(dataset, split, corrections: Mapping[str, list[str]]) -> str:
-    """Hash of what the run reads: each pair's file names and sizes, the split, and any label corrections."""
+def data_fingerprint(dataset, split, corrections: Mapping[str, list[str]], pseudo: Sequence[Sample] = ()) -> str:
+    """Hash of what the run reads: each pair's file names and sizes, the split, any label corrections and, when
+    there are any, the pseudo-labels' photo names and mask contents."""
     items = [
         (s.stem, s.image.name, s.image.stat().st_size, s.mask.name, s.mask.stat().st_size) for s in dataset.samples
     ]
     content = {"pairs": items, "train": split.train, "val": split.val, "corrections": dict(sorted(corrections.items()))}
+    if pseudo:
+        content["pseudo"] = [(s.image.name, init_digest(s.mask, "pseudo_labels")) for s in pseudo]
     return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def init_digest(path: str | Path) -> str:
-    """Content hash of a fine-tuning run's starting weights: its run key follows what the file holds, so the
-    same path holding other weights (a newly shipped model) is another run."""
+def init_digest(path: str | Path, field: str = "init_from") -> str:
+    """Content hash of a file a run starts from or learns from (`field`: starting weights, a teacher, a
+    pseudo-label): its run key follows what the file holds, so the same path holding other weights (a newly
+    shipped model) is another run."""
     file = Path(path)
     if not file.is_file():
-        raise ConfigError(f"init_from {path}: checkpoint file does not exist")
+        raise ConfigError(f"{field} {path}: file does not exist")
     return hashlib.sha256(file.read_bytes()).hexdigest()[:16]
 
 
 def init_record(config: TrainConfig) -> dict[str, str]:
-    """What a fine-tuning run's config.json records of its starting weights: their digest (its key follows it)
-    and the run that trained them (as their checkpoint names it), so a model's whole training can be traced."""
-    if config.init_from is None:
-        return {}
-    return {"init_weights_sha256": init_digest(config.init_from),
-            "init_run_key": str(load_checkpoint(config.init_from).get("run_key"))}  # fmt: skip
+    """What a run's config.json records of the weights it starts from and learns from: their digests (its key
+    follows them) and the runs that trained them (as their checkpoints name them), so a model's whole training
+    can be traced."""
+    record = {}
+    if config.init_from is not None:
+        record = {"init_weights_sha256": init_digest(config.init_from),
+                  "init_run_key": str(load_checkpoint(config.init_from).get("run_key"))}  # fmt: skip
+    if config.teacher is not None:
+        record.update(teacher_sha256=init_digest(config.teacher, "teacher"),
+                      teacher_run_key=str(load_checkpoint(config.teacher).get("run_key")))  # fmt: skip
+    return record
 
 
-def run_key(config: TrainConfig, fingerprint: str, init_weights: str | None = None) -> str:
-    """`<model>-<hash>`: the hash covers the config (minus where it runs), the data fingerprint and, for a
-    fine-tuning run, the content of its starting weights (not their path): `init_weights`, the digest a run
-    folder's config.json recorded, else `init_digest` of the file the config names."""
+def run_key(config: TrainConfig, fingerprint: str, init_weights: str | None = None, teacher: str | None = None) -> str:
+    """`<model>-<hash>`: the hash covers the config (minus where it runs), the data fingerprint and the content
+    (not the path) of the weights a run starts from or distils from: `init_weights` and `teacher`, the digests
+    a run folder's config.json recorded, else `init_digest` of the files the config names. Pseudo-labels are
+    data: the fingerprint holds their content."""
     identity = {
         k: v
         for k, v in config.to_dict().items()
@@ -74,6 +84,9 @@ def run_key(config: TrainConfig, fingerprint: str, init_weights: str | None = No
     }
     if config.init_from is not None:
         identity["init_from"] = init_weights or init_digest(config.init_from)
+    if config.teacher is not None:
+        identity["teacher"] = teacher or init_digest(config.teacher, "teacher")
+    identity.pop("pseudo_labels", None)
     digest = hashlib.sha256(json.dumps({"config": identity, "data": fingerprint}, sort_keys=True).encode())
     return f"{config.model}-{digest.hexdigest()[:10]}"
 
@@ -206,6 +219,7 @@ class RunData:
     split_file: Path
     corrections: dict[str, list[str]]
     fingerprint: str
+    pseudo: list = field(default_factory=list)  # pseudo-labelled test photos (`Sample`s), trained on beside the pairs
     train_set: Any = None
     val_set: Any = None
     mean: list[float] = field(default_factory=list)
@@ -224,7 +238,9 @@ def identify(config: TrainConfig, out: str | Path, procs: Processes = ONE_PROCES
     if config.corrected_labels:
         train_stems = set(split.train)
         corrections = {s: [e.pair for e in ev] for s, ev in audit(dataset).flagged.items() if s in train_stems}
-    return RunData(dataset, split, split_file, corrections, data_fingerprint(dataset, split, corrections))
+    pseudo = pseudo_samples(dataset, config.pseudo_labels) if config.pseudo_labels else []
+    fingerprint = data_fingerprint(dataset, split, corrections, pseudo)
+    return RunData(dataset, split, split_file, corrections, fingerprint, pseudo)
 
 
 def load_sets(config: TrainConfig, data: RunData, presize: bool = True) -> None:
@@ -235,7 +251,7 @@ def load_sets(config: TrainConfig, data: RunData, presize: bool = True) -> None:
     first step (`augment.resize`), which then finds them at size and passes them through unchanged: the same
     batches, without resizing 512 px arrays at every draw."""
     data.train_set = SegmentationDataset(
-        data.dataset.by_stem(data.split.train), cache=True, corrections=data.corrections
+        data.dataset.by_stem(data.split.train) + list(data.pseudo), cache=True, corrections=data.corrections
     )
     data.val_set = SegmentationDataset(data.dataset.by_stem(data.split.val), cache=True, image_only=True)
     data.mean, data.std = training_normalization(data.train_set.cached[0])

@@ -34,6 +34,7 @@ from facelib.averaging import WeightAverage
 from facelib.checkpoint import inference_checkpoint, read_torch_file, resolve_device, start_from
 from facelib.config import TrainConfig
 from facelib.data import collate_eval
+from facelib.distill import Teacher
 from facelib.errors import ConfigError, DataError
 from facelib.labels import NUM_CLASSES
 from facelib.losses import CompositeLoss, loss_config
@@ -162,11 +163,16 @@ def train_step(
     images: torch.Tensor,
     masks: torch.Tensor,
     autocast: contextlib.AbstractContextManager,
+    teacher: Teacher | None = None,
 ) -> torch.Tensor:
-    """One optimisation step (forward under `autocast`, loss, backward, update); returns the loss tensor
-    without reading it, so the GPU is never waited for. `facelib bench train` times exactly this."""
+    """One optimisation step (forward under `autocast`, loss plus any `teacher`'s distillation term,
+    backward, update); returns the loss tensor without reading it, so the GPU is never waited for. `facelib
+    bench train` times exactly this."""
     with autocast:
-        loss = criterion(network(images), masks)
+        prediction = network(images)
+        loss = criterion(prediction, masks)
+        if teacher is not None:
+            loss = loss + teacher.loss(prediction, images, masks)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
@@ -240,6 +246,7 @@ class Parts:
     optimizer: torch.optim.Optimizer
     scheduler: Any
     average: WeightAverage | None = None  # with `ema_decay`: the averaged weights, validated and kept instead
+    teacher: Teacher | None = None  # with `teacher`: the frozen model distilled from
 
     def scored(self) -> nn.Module:
         """The weights a validation scores and best.pt keeps: the average when the run keeps one."""
@@ -262,7 +269,8 @@ def build_parts(config: TrainConfig, data: RunData, device: torch.device, procs:
     if config.compile:
         network = torch.compile(network)  # validation and checkpoints use `model`, the eager module
     average = WeightAverage(model, config.ema_decay) if config.ema_decay else None
-    return Parts(model, network, criterion, weights, optimizer, scheduler, average)
+    teacher = Teacher(config, data.mean, data.std, device) if config.teacher else None
+    return Parts(model, network, criterion, weights, optimizer, scheduler, average, teacher)
 
 
 def resume(path: Path, parts: Parts, device: torch.device) -> Progress:
@@ -353,7 +361,7 @@ def _train_run(
         images, masks = next(batches)
         wait += time.perf_counter() - fetch
         images, masks = to_device(images, masks, device, config.channels_last)
-        loss = train_step(parts.network, parts.criterion, parts.optimizer, images, masks, autocast)
+        loss = train_step(parts.network, parts.criterion, parts.optimizer, images, masks, autocast, parts.teacher)
         parts.scheduler.step()
         if parts.average is not None:
             parts.average.update(parts.model)

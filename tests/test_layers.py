@@ -31,6 +31,7 @@ LAYERS = [
     ],
     ["facelib.config"],
     ["facelib.checkpoint", "facelib.tta"],
+    ["facelib.distill"],
     ["facelib.run"],
     ["facelib.train", "facelib.runcache"],
     ["facelib.recipe"],

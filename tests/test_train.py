@@ -272,7 +272,8 @@ def test_committed_runs_keep_their_keys():
     for path in configs:
         stored = json.loads(path.read_text())
         config = TrainConfig.from_dict(stored["config"])
-        assert run_key(config, stored["data"], stored.get("init_weights_sha256")) == stored["key"], path
+        digests = stored.get("init_weights_sha256"), stored.get("teacher_sha256")
+        assert run_key(config, stored["data"], *digests) == stored["key"], path
 
 
 def test_fine_tuning_starts_from_the_checkpoint_weights_and_is_keyed_by_their_content(quick_run, tmp_path):
@@ -281,7 +282,7 @@ def test_fine_tuning_starts_from_the_checkpoint_weights_and_is_keyed_by_their_co
     key = run_key(config, "d")
     assert key != run_key(quick_run["config_object"], "d")
     assert run_key(config.replace(init_from=str(best)), "d") == key  # the same weights under another path
-    with pytest.raises(ConfigError, match=r"missing\.pt: checkpoint file does not exist"):
+    with pytest.raises(ConfigError, match=r"init_from .*missing\.pt: file does not exist"):
         run_key(config.replace(init_from=str(tmp_path / "missing.pt")), "d")
     with pytest.raises(ConfigError, match="holds model 'fastscnn', but this run trains 'lraspp_mobilenetv3'"):
         train(config.replace(model="lraspp_mobilenetv3"), out=tmp_path / "m", checkpoints=tmp_path / "mc",
