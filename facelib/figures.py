@@ -100,6 +100,20 @@ def training_curves(runs: Sequence, metric: str = "mF1", title: str = ""):
     return figure
 
 
+def samples_curve(stages: Sequence, metric: str = "mIoU", title: str = ""):
+    """A validation metric against every training sample the weights had seen, one line per stage of a chained
+    recipe (each `Run` counting the samples of the stages before it): where each stage's samples went."""
+    figure, axis = plt.subplots(figsize=(9, 3.6))
+    for run in stages:
+        valid = run.validations
+        seen = run.samples_before + valid["iteration"] * run.config.batch_size
+        axis.plot(seen / 1000, valid[metric], marker=".", label=run.label)
+    axis.set(xlabel="training samples seen (thousands)", ylabel=f"validation {metric} (%)", title=title)
+    axis.legend(fontsize=7)
+    figure.tight_layout()
+    return figure
+
+
 def confusion_figure(confusion: np.ndarray, title: str):
     """Row-normalised confusion matrix (each row: where the ground-truth class's pixels went), in percent."""
     confusion = np.asarray(confusion, dtype=np.float64)

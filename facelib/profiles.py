@@ -35,6 +35,16 @@ true positive, so it compares with our `mFscore_ref`, not with the honest mF1). 
 Tables 1 and 2 were not available to this project; those tables leave the reference column empty."""
 
 
+CPU_PROXY = {
+    "model": "bisenetv2_xs_slimaux",
+    "iterations": 5000,
+    "val_interval": 500,
+    "loss": "wce_lovasz_dice_coarse4",
+}
+"""The lever proxy on a CPU: `facelib train cpu --model bisenetv2_xs_slimaux` (40k samples at 256 px, about 50 min
+on an AVX512-BF16 machine in bf16), the first stage of the shipped recipe cut to a fifth of its samples."""
+
+
 @dataclass(frozen=True)
 class Profile:
     """Sizes of one report. `common` holds TrainConfig fields shared by every run; each table adds its own."""
@@ -45,6 +55,9 @@ class Profile:
     augmentation: Mapping[str, Any]  # Table 1: rows vary `augment`
     loss: Mapping[str, Any]  # Table 2: rows vary `loss`
     comparison: Mapping[str, Any]  # Table 4: rows vary `model`
+    levers: Mapping[str, Any] = field(default_factory=dict)  # notebook 06's proxy run: every lever row starts from it
+    lever_rows: tuple[tuple[str, Mapping[str, Any]], ...] = ()  # (label, changes to the proxy run); the first: none
+    lever_noise: tuple[str, str] = ("", "")  # the two rows (one proxy, two seeds) whose distance is the spread
     models: tuple[str, ...] = MODEL_ROWS
     losses: tuple[str, ...] = LOSS_ROWS  # Table 2's rows
     noise_rows: Mapping[str, str] = field(default_factory=lambda: dict(NOISE_ROWS))
@@ -56,9 +69,9 @@ class Profile:
     notes: tuple[str, ...] = field(default_factory=tuple)
 
     def config(self, table: str, data: str | None = None, device: str = "auto", **row: Any) -> TrainConfig:
-        """The TrainConfig of one row of `table` ("augmentation", "loss" or "comparison")."""
-        if table not in ("augmentation", "loss", "comparison"):
-            raise ConfigError(f"unknown table {table!r}; valid: augmentation, loss, comparison")
+        """The TrainConfig of one row of `table` ("augmentation", "loss", "comparison" or "levers")."""
+        if table not in ("augmentation", "loss", "comparison", "levers"):
+            raise ConfigError(f"unknown table {table!r}; valid: augmentation, loss, comparison, levers")
         return TrainConfig(**{**self.common, **getattr(self, table), **row, "data": data, "device": device})
 
     def describe(self) -> str:
@@ -70,6 +83,10 @@ class Profile:
             lines.append(f"- {label} ({table}): {settings}")
         lines.append(f"- Table 2 losses: {', '.join(f'`{m}`' for m in self.losses)}")
         lines.append(f"- Table 4 models: {', '.join(f'`{m}`' for m in self.models)}")
+        if self.lever_rows:
+            settings = ", ".join(f"`{k}={v}`" for k, v in self.levers.items())
+            rows = ", ".join(label for label, _ in self.lever_rows)
+            lines.append(f"- levers (notebook 06): the proxy run {settings}; rows: {rows}")
         lines.append(f"- CPU latency at {self.latency_size}x{self.latency_size}, median of {self.latency_repeats}")
         repeated = ", ".join(f"{table} `{row}`" for table, row in self.noise_rows.items())
         lines.append(f"- run-to-run noise: one row per table trained again with seed {NOISE_SEED} ({repeated})")
@@ -95,6 +112,14 @@ PROFILES: dict[str, Profile] = {
             augmentation={"iterations": 32, "val_interval": 8, "loss": "ce"},
             loss={"iterations": 32, "val_interval": 8, "augment": "full"},
             comparison={"iterations": 32, "val_interval": 8},
+            levers={"iterations": 32, "val_interval": 8},
+            lever_rows=(
+                ("baseline", {}),
+                ("moving average 0.9, seed 1", {"seed": 1, "ema_decay": 0.9}),
+                ("resize x0.5-2.0", {"augment": "full_wide"}),
+                ("random erasing", {"augment": "full_erase"}),
+            ),
+            lever_noise=("baseline", "moving average 0.9, seed 1: trained weights"),
             device="cpu",
             trains_missing=True,
             latency_repeats=3,
@@ -115,6 +140,13 @@ PROFILES: dict[str, Profile] = {
             loss={"iterations": 1500, "val_interval": 150, "augment": "full"},
             comparison={"iterations": 5000, "val_interval": 500, "loss": "wce_lovasz_dice_coarse4"},
             losses=COARSE_LOSS_ROWS,
+            levers=CPU_PROXY,
+            lever_rows=(
+                ("baseline", {"cpu_bf16": True}),
+                ("moving average 0.999, seed 1", {"cpu_bf16": True, "seed": 1, "ema_decay": 0.999}),
+                ("resize x0.5-2.0", {"augment": "full_wide"}),
+            ),
+            lever_noise=("baseline", "moving average 0.999, seed 1: trained weights"),
             device="cpu",
             notes=(
                 "Table 4's settings are `facelib train cpu`'s; Table 2's losses are the reference's rows with "

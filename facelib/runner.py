@@ -32,6 +32,7 @@ NOTEBOOKS = (
     "03_loss_ablation",
     "04_model_comparison",
     "05_inference",
+    "06_levers",
 )
 
 

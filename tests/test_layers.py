@@ -42,7 +42,7 @@ LAYERS = [
     ["facelib.bench"],
     ["facelib.tables"],
     ["facelib.experiments", "facelib.figures", "facelib.runner"],
-    ["facelib.selection"],
+    ["facelib.selection", "facelib.levers"],
     ["facelib.cli"],
     ["facelib.__main__"],
 ]

@@ -198,7 +198,7 @@ def test_cli_names_the_valid_profiles(capsys):
 FIGURES = [
     "class_frequency.png", "palette.png", "samples.jpg", "audit_offsets.png", "augmentation_samples.jpg",
     "table1_curves.png", "table2_curves.png", "per_class_iou.png", "table4_curves.png", "confusion_best.png",
-    "predictions_val.jpg", "predictions_test_masks.jpg", "predictions_test_overlays.jpg",
+    "predictions_val.jpg", "predictions_test_masks.jpg", "predictions_test_overlays.jpg", "table6_curves.png",
 ]  # fmt: skip
 HEADLINE = ["mIoU", "mF1", "mFscore_ref", "per_image_F"]
 
@@ -260,9 +260,30 @@ def test_smoke_tables_have_their_rows_and_columns(smoke):
     per_class = _table(smoke, "table4_per_class")
     assert list(per_class.index) == list(CLASS_NAMES) and len(per_class.columns) == 2 * len(profile.models)
     assert list(_table(smoke, "tta").index) == ["none", "flip", "multiscale"]
+    levers = _table(smoke, "table6_levers")
+    labels = [label for label, _ in profile.lever_rows]
+    assert list(levers.index) == [*labels[:2], profile.lever_noise[1], *labels[2:]]  # the average's trained weights
+    assert {"Δ mIoU", "Δ mF1", "Δ per_image_F", "necklace IoU", "images/s", "precision"} <= set(levers.columns)
+    assert levers.loc[list(profile.lever_noise), "Δ mIoU"].sum() == pytest.approx(0, abs=0.02)
+    assert "Spread: the proxy's two seeds" in (smoke / "tables" / "table6_levers.md").read_text()
     for name in ("class_stats", "rgb_stats", "class_weights", "audit_summary", "audit_flagged"):
         assert (smoke / "tables" / f"{name}.csv").exists()
     assert len(_table(smoke, "class_stats")) == len(CLASS_NAMES)
+
+
+def test_lever_findings_judge_each_lever_against_the_seed_spread():
+    from facelib.levers import Spread, lever_findings
+
+    table = pd.DataFrame(
+        {"Δ mIoU": [-0.2, 0.2, 1.5, -0.1], "Δ mF1": [-0.3, 0.3, 0.2, -2.0]}, index=["a", "b", "wide", "erase"]
+    )
+    spread = Spread(("a", "b"), {"mIoU": 0.4, "mF1": 0.6, "per_image_F": 0.2})
+    lines = lever_findings(table, spread).splitlines()
+    assert lines == [
+        "- **wide**: +1.50 mIoU, +0.20 mF1 against the seeds' mean: beyond the spread in mIoU.",
+        "- **erase**: -0.10 mIoU, -2.00 mF1 against the seeds' mean: beyond the spread in mF1.",
+    ]
+    assert "no lever is judged" in lever_findings(table, None)
 
 
 def test_smoke_writes_every_figure(smoke):
