@@ -38,12 +38,13 @@ class Teacher(nn.Module):
         self.scale = content["input_size"] / config.input_size
         self.weight = config.distill_weight
         self.term = Distillation(loss_config(config.loss).coarse_stride)
-        student, teacher = (torch.tensor(v, dtype=torch.float32).view(1, 3, 1, 1) for v in (mean, std))
-        teacher_mean, teacher_std = (torch.tensor(content[k], dtype=torch.float32).view(1, 3, 1, 1)
-                                     for k in ("mean", "std"))  # fmt: skip
+
+        def channels(values: Sequence[float]) -> torch.Tensor:
+            return torch.tensor(values, dtype=torch.float32, device=device).view(1, 3, 1, 1)
+
         # x_teacher = (x * std + mean - teacher_mean) / teacher_std = x * gain + shift
-        self.register_buffer("gain", (teacher / teacher_std).to(device))
-        self.register_buffer("shift", ((student - teacher_mean) / teacher_std).to(device))
+        self.register_buffer("gain", channels(std) / channels(content["std"]))
+        self.register_buffer("shift", (channels(mean) - channels(content["mean"])) / channels(content["std"]))
 
     @torch.no_grad()
     def probabilities(self, images: torch.Tensor) -> torch.Tensor:

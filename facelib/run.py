@@ -63,12 +63,12 @@ def init_record(config: TrainConfig) -> dict[str, str]:
     follows them) and the runs that trained them (as their checkpoints name them), so a model's whole training
     can be traced."""
     record = {}
-    if config.init_from is not None:
-        record = {"init_weights_sha256": init_digest(config.init_from),
-                  "init_run_key": str(load_checkpoint(config.init_from).get("run_key"))}  # fmt: skip
-    if config.teacher is not None:
-        record.update(teacher_sha256=init_digest(config.teacher, "teacher"),
-                      teacher_run_key=str(load_checkpoint(config.teacher).get("run_key")))  # fmt: skip
+    for name, prefix in (("init_from", "init"), ("teacher", "teacher")):
+        path = getattr(config, name)
+        if path is not None:
+            digest = "init_weights_sha256" if name == "init_from" else "teacher_sha256"
+            record[digest] = init_digest(path, name)
+            record[f"{prefix}_run_key"] = str(load_checkpoint(path).get("run_key"))
     return record
 
 
