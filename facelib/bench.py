@@ -277,3 +277,41 @@ def _device_label(device: torch.device) -> str:
 
 
 # --- speed against a known model -----------------------------------------------------------------------
+
+
+LEVER_COLUMNS = (
+    "model",
+    "loss",
+    "workers",
+    "threads",
+    "channels_last",
+    "presize",
+    "keep_memory",
+    "loss_impl",
+    "compile",
+    "cpu_bf16",
+    "images_per_s",
+    "data_wait_share",
+    "compile_s",
+    "vs_before_ce",
+    "vs_ce",
+)
+"""The columns `facelib bench train` prints of the CPU lever table (the file keeps them all)."""
+
+
+def lever_bench_names(config, models: Sequence[str]) -> tuple[str, str]:
+    """The file stem and title of a CPU lever table (`bench_cpu_levers`)."""
+    size = f"{config.batch_size} at {config.crop_size}px"
+    stem = f"train_levers_{'_'.join(models)}_cpu_{config.crop_size}px_b{config.batch_size}"
+    title = f"CPU training loop with and without each lever: {', '.join(models)}, batch {size}, " + (
+        f"{torch.get_num_threads()} threads"
+    )
+    return stem, title
+
+
+def train_bench_names(config, table: pd.DataFrame) -> tuple[str, str]:
+    """The file stem and title of a training stage table (`bench_train`)."""
+    device = "cpu" if table["device"].iloc[0].startswith("cpu") else "cuda"
+    stem = f"train_{config.model}_{device}_{config.crop_size}px_b{config.batch_size}_{table['loss'].iloc[0]}"
+    stem += "_compiled" if config.compile else ""
+    return stem, f"Training throughput: {config.model}, batch {config.batch_size} at {config.crop_size}px"

@@ -225,6 +225,36 @@ def _no_grad(model: Callable[[torch.Tensor], torch.Tensor]) -> Callable[[torch.T
     return run
 
 
+SHOWN_COLUMNS = (
+    "status",
+    "images_per_s",
+    "ms_per_batch",
+    "median_ms",
+    "p90_ms",
+    "data_wait_share",
+    "peak_memory_gib",
+    "lovasz_share_of_step",
+    "argmax_agreement",
+    "max_abs_logit_diff",
+    "val_mIoU",
+    "val_mIoU_drop",
+)
+"""The columns `facelib bench` prints of a stage or latency table, where present (the file keeps them all)."""
+
+
+def anchor_bench_names(models: Sequence[str], size: int, threads: int) -> tuple[str, str]:
+    """The file stem and title of an anchor table (`anchor_latency`)."""
+    stem = f"anchor_{'_'.join(m.replace('@', '-at') for m in models)}_{size}px_t{threads}"
+    return stem, f"ONNX Runtime float32 latency as a multiple of {ANCHOR}, {size}px, batch 1, {threads} threads"
+
+
+def infer_bench_names(table: pd.DataFrame, trained: bool, size: int, threads: int, batch: int) -> tuple[str, str]:
+    """The file stem and title of a latency table (`bench_infer`)."""
+    name, weights = table["model"].iloc[0], "trained" if trained else "untrained"
+    stem = f"infer_{name}_{weights}_{size}px_t{threads}_b{batch}"
+    return stem, f"CPU inference latency: {name} ({weights}), {size}px, batch {batch}, {threads} threads"
+
+
 def write_bench(
     table: pd.DataFrame, stem: str, title: str, data: str | Path | None = None, out: str | Path = "results"
 ) -> list[Path]:
