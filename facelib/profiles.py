@@ -118,6 +118,7 @@ PROFILES: dict[str, Profile] = {
                 ("moving average 0.9, seed 1", {"seed": 1, "ema_decay": 0.9}),
                 ("resize x0.5-2.0", {"augment": "full_wide"}),
                 ("random erasing", {"augment": "full_erase"}),
+                ("native-scale crops", {"photo_size": 256}),
             ),
             lever_noise=("baseline", "moving average 0.9, seed 1: trained weights"),
             device="cpu",
@@ -144,7 +145,8 @@ PROFILES: dict[str, Profile] = {
             lever_rows=(
                 ("baseline", {"cpu_bf16": True}),
                 ("moving average 0.999, seed 1", {"cpu_bf16": True, "seed": 1, "ema_decay": 0.999}),
-                ("resize x0.5-2.0", {"augment": "full_wide"}),
+                ("resize x0.5-2.0", {"cpu_bf16": True, "augment": "full_wide"}),
+                ("native-scale crops: 256 px of the 512 px photos", {"cpu_bf16": True, "photo_size": 512}),
             ),
             lever_noise=("baseline", "moving average 0.999, seed 1: trained weights"),
             device="cpu",
