@@ -30,7 +30,8 @@ from facelib.data import keep_decoded
 from facelib.errors import ConfigError
 from facelib.latency import synchronizer, timed
 from facelib.losses import CompositeLoss, LossConfig, LovaszSoftmax
-from facelib.run import identify, keep_freed_memory, load_sets, loader_workers, prepare_cpu
+from facelib.machine import keep_freed_memory, loader_workers, prepare_cpu
+from facelib.run import identify, load_sets
 from facelib.train import (
     build_criterion,
     build_optimizer,

@@ -25,6 +25,7 @@ from facelib.errors import ConfigError, DataError
 from facelib.labels import CLASS_NAMES, NUM_CLASSES
 from facelib.metrics import Metrics
 from facelib.models import build_model
+from facelib.outputs import atomic_path
 
 ONNX_FORMAT = "facelib-onnx"
 INPUT_NAME, OUTPUT_NAME = "image", "logits"
@@ -240,3 +241,8 @@ class OnnxModel(torch.nn.Module):
             padded = np.concatenate([chunk, np.zeros((step - len(chunk), *chunk.shape[1:]), chunk.dtype)])
             parts.append(self.session.run([OUTPUT_NAME], {INPUT_NAME: padded})[0][: len(chunk)])
         return torch.from_numpy(np.concatenate(parts))
+
+
+def save_checkpoint(obj: dict[str, Any], path: Path) -> None:
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)

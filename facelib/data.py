@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps
+from PIL import Image
 
 from facelib.augment import reseed
 from facelib.errors import DataError
@@ -138,6 +138,17 @@ def read_image(path: str | Path) -> np.ndarray:
         raise DataError(f"{path}: cannot decode image ({error})") from error
 
 
+def read_pairs(dataset: FaceDataset, stems: Sequence[str]) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Decoded photos and masks of the given stems (for figures)."""
+    samples = dataset.by_stem(stems)
+    return [read_image(s.image) for s in samples], [read_mask(s.mask) for s in samples]
+
+
+def read_masks(dataset: FaceDataset, stems: Sequence[str]) -> list[np.ndarray]:
+    """Decoded masks of the given stems (for statistics that need no photo)."""
+    return [read_mask(sample.mask) for sample in dataset.by_stem(stems)]
+
+
 def _check_sample(sample: Sample) -> list[str]:
     problems, image, mask = [], None, None
     try:
@@ -191,6 +202,17 @@ class Split:
     seed: int
     val_fraction: float
 
+    @classmethod
+    def read(cls, content: Mapping) -> Split:
+        """A split from its file's content (`record`)."""
+        train, val = tuple(content["train"]), tuple(content["val"])
+        return cls(train, val, int(content["seed"]), float(content["val_fraction"]))
+
+    def record(self, dataset: str) -> dict:
+        """What its file holds: the dataset's name, the seed and share, the sizes and both lists of stems."""
+        sizes = {"n_train": len(self.train), "n_val": len(self.val)}
+        return {"dataset": dataset, "seed": self.seed, "val_fraction": self.val_fraction, **sizes, **vars(self)}
+
 
 def make_split(stems: Sequence[str], val_fraction: float = 0.2, seed: int = 0) -> Split:
     """Seeded split independent of file-system order: rank stems by a hash of (seed, stem).
@@ -231,8 +253,7 @@ def load_or_make_split(
     if path.exists():
         try:
             content = json.loads(path.read_text())
-            split = Split(tuple(content["train"]), tuple(content["val"]), int(content["seed"]),
-                          float(content["val_fraction"]))  # fmt: skip
+            split = Split.read(content)
         except (ValueError, KeyError, TypeError) as error:
             raise DataError(f"{path}: not a valid split file ({error})") from error
         if derived and (split.seed, split.val_fraction) != (seed, val_fraction):
@@ -249,9 +270,7 @@ def load_or_make_split(
             )
         return split, path
     split = make_split(sorted(stems), val_fraction, seed)
-    content = {"dataset": dataset.name, "seed": seed, "val_fraction": val_fraction,
-               "n_train": len(split.train), "n_val": len(split.val), "train": split.train, "val": split.val}  # fmt: skip
-    write_text(path, json.dumps(content, indent=1) + "\n")
+    write_text(path, json.dumps(split.record(dataset.name), indent=1) + "\n")
     return split, path
 
 
@@ -398,43 +417,6 @@ def _writable(array: np.ndarray) -> np.ndarray:
     """Contiguous and writable (torch refuses read-only arrays, such as kept decoded files), copying only then."""
     array = np.ascontiguousarray(array)
     return array if array.flags.writeable else array.copy()
-
-
-def read_photo(path: str | Path) -> np.ndarray:
-    """Any photo as (H, W, 3) uint8 RGB: EXIF rotation applied; greyscale, palette, RGBA (alpha dropped),
-    16-bit and 32-bit integer images converted. Unreadable files raise DataError naming the file."""
-    try:
-        with Image.open(path) as image:
-            image.load()
-            ImageOps.exif_transpose(image, in_place=True)  # in place: a 48 MP photo is not held twice
-            if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
-                values = np.asarray(image, dtype=np.float64)
-                peak = 65535.0 if image.mode.startswith("I;16") or values.max() > 255 else 255.0
-                grey = np.clip(values / peak * 255.0 + 0.5, 0, 255).astype(np.uint8)
-                return np.repeat(grey[..., None], 3, axis=2)
-            if image.mode == "F":
-                values = np.asarray(image, dtype=np.float64)
-                grey = np.clip(values * (255.0 if values.max() <= 1.0 else 1.0), 0, 255).astype(np.uint8)
-                return np.repeat(grey[..., None], 3, axis=2)
-            return np.array(image if image.mode == "RGB" else image.convert("RGB"))
-    except (OSError, ValueError, SyntaxError) as error:
-        raise DataError(f"{path}: cannot read image ({error})") from error
-
-
-def photo_paths(inputs: Sequence[str | Path]) -> list[Path]:
-    """Expand files and folders (their images, sorted) into a list of photo paths."""
-    found: list[Path] = []
-    for item in map(Path, inputs):
-        if item.is_dir():
-            found += sorted(p for p in item.iterdir() if p.is_file() and p.suffix.lower() in (*IMAGE_SUFFIXES, ".tif",
-                                                                                              ".tiff", ".bmp", ".webp"))  # fmt: skip
-        elif item.is_file():
-            found.append(item)
-        else:
-            raise DataError(f"{item}: no such file or folder")
-    if not found:
-        raise DataError(f"no images found in {', '.join(map(str, inputs))}")
-    return found
 
 
 def collate_eval(batch: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor | list]:

@@ -28,10 +28,11 @@ from facelib.checkpoint import (
     model_from_checkpoint,
     onnx_metadata,
 )
-from facelib.data import discover, load_or_make_split, read_photo
+from facelib.data import discover, load_or_make_split
 from facelib.errors import ConfigError, DataError
 from facelib.labels import PALETTE
 from facelib.outputs import atomic_path, commit, shown_path
+from facelib.photos import read_photo
 
 OPSET = 18  # the dynamo exporter's native opset; onnxruntime's CPU provider runs it (>= 1.16)
 PARITY_TOLERANCE = 1e-3  # max |logit difference| accepted between ONNX Runtime and PyTorch

@@ -27,12 +27,13 @@ from PIL import Image
 from facelib.audit import audit
 from facelib.augment import eval_transform
 from facelib.checkpoint import load_model
-from facelib.data import SegmentationDataset, collate_eval, discover, load_or_make_split, photo_paths, read_photo
+from facelib.data import SegmentationDataset, collate_eval, discover, load_or_make_split
 from facelib.errors import ConfigError, DataError
 from facelib.labels import CLASS_NAMES, write_mask
 from facelib.labels import overlay as blend
 from facelib.metrics import Metrics
 from facelib.outputs import atomic_path, provenance, shown_path, shown_paths, write_table, write_text
+from facelib.photos import photo_paths, read_photo
 from facelib.tta import evaluate_model, predict_labels, probabilities, views
 
 # --- checkpoints ---------------------------------------------------------------------------------------

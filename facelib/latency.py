@@ -28,7 +28,7 @@ from facelib.checkpoint import (
     model_from_checkpoint,
     onnx_session,
 )
-from facelib.data import discover, read_photo
+from facelib.data import discover
 from facelib.errors import ConfigError
 from facelib.export import (
     calibration_batches,
@@ -39,9 +39,10 @@ from facelib.export import (
     write_metadata,
 )
 from facelib.infer import evaluate
+from facelib.machine import versions
 from facelib.models import build_model
 from facelib.outputs import provenance, write_table
-from facelib.run import versions
+from facelib.photos import read_photo
 
 INFER_BACKENDS = ("eager", "compile", "onnx_fp32", "onnx_int8", "onnx_fp32_fixed", "onnx_int8_fixed")
 """`_fixed`: the graph exported for exactly the benchmark's batch and size (`facelib export --fixed-shape`)."""

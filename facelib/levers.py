@@ -11,14 +11,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import pandas as pd
 
 from facelib.checkpoint import load_checkpoint
 from facelib.config import TrainConfig
-from facelib.experiments import Report
-from facelib.runcache import lineage, run_folder
-from facelib.tables import Run
+from facelib.report_rows import TableRows
+from facelib.runcache import Run, lineage, run_folder
 
 RARE = {"neck_l": "necklace", "ear_r": "earrings", "hat": "hat", "cloth": "cloth"}
 """The thin and rare classes whose IoU the table shows beside the means."""
@@ -42,24 +42,24 @@ class Spread:
         )
 
 
-def lever_runs(report: Report) -> list[Run]:
+def lever_runs(rows: TableRows) -> list[Run]:
     """The runs of the profile's lever rows, each found in the run cache (or trained where the report may)."""
-    return [report.run("levers", label, **changes) for label, changes in report.profile.lever_rows]
+    return [rows.run("levers", label, **changes) for label, changes in rows.profile.lever_rows]
 
 
-def shipped_stages(report: Report) -> list[Run]:
+def shipped_stages(results: Path) -> list[Run]:
     """The stages that trained the shipped model (`RESULTS/models/facelib-best.pt`), oldest first, each counting
     the samples of the stages before it; empty when there is none or its first run is not in this cache."""
-    shipped = report.results / "models" / "facelib-best.pt"
+    shipped = results / "models" / "facelib-best.pt"
     if not shipped.exists():
         return []
-    summaries = lineage(report.results, str(load_checkpoint(shipped).get("run_key")))[::-1]
+    summaries = lineage(results, str(load_checkpoint(shipped).get("run_key")))[::-1]
     if not summaries or summaries[0]["config"].get("init_from"):
         return []
     stages, seen = [], 0
     for number, summary in enumerate(summaries, 1):
         config = TrainConfig.from_dict(summary["config"])
-        metrics = pd.read_csv(run_folder(report.results, summary["key"]) / "metrics.csv")
+        metrics = pd.read_csv(run_folder(results, summary["key"]) / "metrics.csv")
         label = f"stage {number}: {config.crop_size} px" + (
             f", repeat factors {config.repeat_threshold:g}" if config.repeat_threshold else ""
         )

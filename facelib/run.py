@@ -10,14 +10,12 @@ so a run made on a GPU machine is found again by a report assembled on a CPU. Re
 
 from __future__ import annotations
 
-import ctypes
 import datetime
 import hashlib
 import json
 import math
 import os
-import platform
-import warnings
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,8 +30,10 @@ from facelib.checkpoint import load_checkpoint
 from facelib.config import KEYED_WHEN_SET, RUNTIME_FIELDS, TrainConfig, photos_note
 from facelib.data import Sample, SegmentationDataset, discover, load_or_make_split, pseudo_samples
 from facelib.errors import ConfigError
-from facelib.labels import CLASS_NAMES, NUM_CLASSES
-from facelib.outputs import atomic_path, commit, machine, shown_paths, write_text
+from facelib.labels import CLASS_NAMES
+from facelib.machine import device_name, versions
+from facelib.outputs import commit, shown_paths, write_text
+from facelib.stats import class_pixels, training_normalization
 
 
 def data_fingerprint(dataset, split, corrections: Mapping[str, list[str]], pseudo: Sequence[Sample] = ()) -> str:
@@ -122,29 +122,6 @@ ONE_PROCESS = Processes()
 """A run in a single process (no torchrun)."""
 
 
-def training_normalization(images: torch.Tensor | list) -> tuple[list[float], list[float]]:
-    """Exact global per-channel mean/std (0..255 units) of the training images, from a histogram of the
-    uint8 values per channel (4x faster than summing in float64, and exact)."""
-    offsets = torch.tensor([0, 256, 512], dtype=torch.int16)
-    counts = torch.zeros(3 * 256, dtype=torch.int64)
-    for start in range(0, len(images), 64):
-        chunk = images[start : start + 64]
-        chunk = (
-            chunk if isinstance(chunk, torch.Tensor) else torch.cat([torch.as_tensor(a).reshape(-1, 3) for a in chunk])
-        )
-        counts += torch.bincount((chunk.reshape(-1, 3).to(torch.int16) + offsets).flatten(), minlength=3 * 256)
-    counts = counts.reshape(3, 256).double()
-    values = torch.arange(256, dtype=torch.float64)
-    total = counts.sum(1)
-    mean = counts @ values / total
-    std = (counts @ values**2 / total - mean**2).sqrt()
-    return [round(float(v), 2) for v in mean], [round(float(v), 2) for v in std]
-
-
-def class_pixels(masks: torch.Tensor | list) -> np.ndarray:
-    return np.stack([np.bincount(np.asarray(m).ravel(), minlength=NUM_CLASSES)[:NUM_CLASSES] for m in masks])
-
-
 def write_json(path: Path, content: Any) -> None:
     """A run record (committed): paths in it are written relative (`shown_paths`), never as this machine's."""
     write_text(path, shown_paths(json.dumps(content, indent=1, default=_plain)) + "\n")
@@ -156,34 +133,6 @@ def _plain(value: Any) -> Any:
     if isinstance(value, np.ndarray):
         return value.tolist()
     raise TypeError(f"not JSON-serialisable: {type(value)}")
-
-
-def save_checkpoint(obj: dict[str, Any], path: Path) -> None:
-    with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
-
-
-def versions() -> dict[str, str]:
-    import albumentations
-    import segmentation_models_pytorch
-    import timm
-    import torchvision
-
-    return {
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "torchvision": torchvision.__version__,
-        "segmentation_models_pytorch": segmentation_models_pytorch.__version__,
-        "timm": timm.__version__,
-        "albumentations": albumentations.__version__,
-        "numpy": np.__version__,
-    }
-
-
-def device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return f"{torch.cuda.get_device_name(device)} (CUDA {torch.version.cuda}); host {machine()}"
-    return f"CPU: {machine()}, {torch.get_num_threads()} torch threads"
 
 
 @dataclass
@@ -266,11 +215,59 @@ def load_sets(config: TrainConfig, data: RunData, presize: bool = True) -> None:
     data.val_set.transform = eval_transform(side, data.mean, data.std, resize=other_size)
 
 
+@dataclass
+class Progress:
+    """Where a run stands (what last.pt stores besides the weights and optimiser): empty for a new run."""
+
+    iteration: int = 0
+    history: list[dict[str, Any]] = field(default_factory=list)
+    elapsed_s: float = 0.0
+    best: dict[str, Any] | None = None
+    final: dict[str, Any] | None = None
+
+
+@dataclass
+class RunContext:
+    """What every step of one run shares: its settings, its data, where its files go, the processes that train
+    it and the device."""
+
+    config: TrainConfig
+    data: RunData
+    paths: RunPaths
+    procs: Processes
+    device: torch.device
+
+    @property
+    def key(self) -> str:
+        return self.paths.key
+
+
+@dataclass
+class Window:
+    """What the loop counts between two interval ends: loss, steps, images, time waiting for data."""
+
+    loss: torch.Tensor
+    steps: int = 0
+    images: int = 0
+    wait_s: float = 0.0
+    start: float = field(default_factory=time.perf_counter)
+
+    def row(self, done: int, lr: float) -> dict[str, Any]:
+        """The interval's line of metrics.csv (before validation adds its scores)."""
+        seconds, mean_loss = time.perf_counter() - self.start, float(self.loss) / self.steps
+        if not math.isfinite(mean_loss):
+            raise FloatingPointError(f"training loss became {mean_loss} before iteration {done}")
+        speed = {"images_per_s": self.images / seconds, "data_wait_share": self.wait_s / seconds}
+        return {"iteration": done, "lr": lr, "train_loss": mean_loss, **speed, "window_s": seconds}
+
+
 def summarize(
-    config, data, key, paths, stop, history, elapsed, best, final, weights, device, procs, workers
+    ctx: RunContext, progress: Progress, stop: int, weights: np.ndarray | None, workers: int
 ) -> dict[str, Any]:
+    """The run's summary.json: what it trained on, where, how fast, and its best and final validations."""
+    config, data, paths = ctx.config, ctx.data, ctx.paths
     return {
-        "key": key,
+        "key": paths.key,
         "finished": stop >= config.iterations,
         "iterations_done": stop,
         "config": config.to_dict(),
@@ -284,13 +281,13 @@ def summarize(
         },
         "normalization": {"mean": data.mean, "std": data.std},
         "class_weights": None if weights is None else [round(float(w), 4) for w in weights],
-        "best": best,
-        "final": final,
-        "train_wall_s": elapsed,
-        "images_per_s": _mean_of(history, "images_per_s"),
-        "data_wait_share": _mean_of(history, "data_wait_share"),
-        "device": device_name(device),
-        "processes": procs.world,
+        "best": progress.best,
+        "final": progress.final,
+        "train_wall_s": progress.elapsed_s,
+        "images_per_s": _mean_of(progress.history, "images_per_s"),
+        "data_wait_share": _mean_of(progress.history, "data_wait_share"),
+        "device": device_name(ctx.device),
+        "processes": ctx.procs.world,
         "workers": workers,
         "commit": commit(),
         "versions": versions(),
@@ -346,50 +343,3 @@ def run_readme(summary: dict[str, Any]) -> str:
             "",
         ]
     )
-
-
-def loader_workers(config: TrainConfig, device: torch.device) -> int:
-    """DataLoader workers: the config's, else 0 on a CPU (on 2 cores a worker process competes with the two
-    compute threads and the loop gets slower; augmenting in the main process costs a few % of a step) and 4
-    on CUDA (where the step waits for nothing else)."""
-    if config.workers is not None:
-        return config.workers
-    return 4 if device.type == "cuda" else 0
-
-
-def keep_freed_memory() -> bool:
-    """Tell glibc's malloc to serve large blocks from the heap (no mmap) and never trim it, so the tensors
-    each training step frees are reused by the next step instead of being returned to the system and
-    page-faulted back in (about a quarter of a CPU step at 256 px). Allocator behaviour only: every value is
-    unchanged. Returns whether it applied (Linux with glibc)."""
-    if platform.system() != "Linux":
-        return False
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-    except OSError:
-        return False
-    m_trim_threshold, m_mmap_max = -1, -4  # from glibc's malloc.h
-    return bool(libc.mallopt(m_mmap_max, 0)) and bool(libc.mallopt(m_trim_threshold, 2**31 - 1))
-
-
-def prepare_cpu(config: TrainConfig, device: torch.device) -> None:
-    """The process-wide CPU settings of a run: intra-op threads and the allocator (see `keep_freed_memory`)."""
-    if device.type != "cpu":
-        return
-    if config.threads:
-        torch.set_num_threads(config.threads)
-    if config.keep_memory:
-        keep_freed_memory()
-    if config.cpu_bf16 and not cpu_has_bf16():
-        warnings.warn(
-            f"cpu_bf16 is on but this CPU ({torch.backends.cpu.get_cpu_capability()}) has no bf16 instructions "
-            "(AVX512-BF16, AMX): bf16 autocast is emulated, several times slower than float32 here; drop "
-            "--cpu-bf16",
-            stacklevel=2,
-        )
-
-
-def cpu_has_bf16() -> bool:
-    """Whether oneDNN runs bf16 natively on this CPU (without it, bf16 autocast is emulated: a 320 px run
-    took 19.7 s per iteration with it against 2.6 s without on an AVX2-only EPYC)."""
-    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())

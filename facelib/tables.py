@@ -10,70 +10,17 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
-from pathlib import Path
-from typing import Any
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
-from facelib.config import TrainConfig
 from facelib.errors import ReportError
 from facelib.models import MODELS, build_model, fits_cap, parameter_breakdown
 from facelib.models.bisenetv2 import BiSeNetV2
-from facelib.models.profile import inference_flops
+from facelib.models.cost import inference_flops
 from facelib.profiles import NOISE_SEED, REFERENCE_TABLE4, get_profile
-
-HEADLINE = ("mIoU", "mF1", "mFscore_ref", "per_image_F")
-
-
-FINAL_POINTS = 4  # validation points averaged for Tables 1-2, as the reference did
-
-
-@dataclass
-class Run:
-    """One finished training run: its label in a table, config, stored summary and per-interval metrics;
-    `samples_before`: the training samples its starting weights had seen (a fine-tune's earlier runs)."""
-
-    label: str
-    config: TrainConfig
-    summary: dict[str, Any]
-    metrics: pd.DataFrame
-    trained_now: bool = False
-    samples_before: int = 0
-
-    @property
-    def samples(self) -> int:
-        """Every training sample its weights saw: its own and, for a fine-tune, those of the runs before it."""
-        return self.samples_before + self.config.iterations * self.config.batch_size
-
-    def after(self, parent: Run) -> Run:
-        """This fine-tune, counting the samples of the run it started from."""
-        return replace(self, samples_before=parent.samples)
-
-    @property
-    def key(self) -> str:
-        return self.summary["key"]
-
-    @property
-    def checkpoint(self) -> Path:
-        return Path(self.summary["checkpoint_dir"]) / "best.pt"
-
-    @property
-    def validations(self) -> pd.DataFrame:
-        return self.metrics.dropna(subset=["mIoU"]).reset_index(drop=True)
-
-    def final_mean(self, points: int = FINAL_POINTS) -> dict[str, float]:
-        """Mean of the headline metrics over the last `points` validations."""
-        tail = self.validations.tail(points)
-        return {name: float(tail[name].mean()) for name in HEADLINE}
-
-    def trend(self, points: int = FINAL_POINTS) -> float | None:
-        """Mean mF1 of the final `points` validations minus that of the `points` before (None: too few)."""
-        values = self.validations["mF1"]
-        if len(values) < 2 * points:
-            return None
-        return float(values.iloc[-points:].mean() - values.iloc[-2 * points : -points].mean())
+from facelib.runcache import FINAL_POINTS, HEADLINE, Run
 
 
 @dataclass(frozen=True)
@@ -199,7 +146,7 @@ def comparison_table(
     speed: pd.DataFrame | None = None,
     chosen: str | None = None,
 ) -> pd.DataFrame:
-    """Table 4: size and cost (from `facelib.models.profile.model_table`), ONNX Runtime latency as a multiple of
+    """Table 4: size and cost (from `facelib.models.cost.model_table`), ONNX Runtime latency as a multiple of
     a known model's measured in the same call (`facelib.bench.anchor_latency`, when given), training cost, and
     the scores of each run's best checkpoint; flip-TTA scores where they were evaluated; the reference's. The
     `chosen` row (`best_run`'s label) gets the role "chosen", which the report's headline shows."""

@@ -20,7 +20,7 @@ import json
 import math
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,28 +31,29 @@ from torch import nn
 from tqdm import tqdm  # the plain text bar: tqdm.auto warns in notebooks without ipywidgets
 
 from facelib.averaging import WeightAverage
-from facelib.checkpoint import inference_checkpoint, read_torch_file, resolve_device, start_from
+from facelib.checkpoint import inference_checkpoint, read_torch_file, resolve_device, save_checkpoint, start_from
 from facelib.config import TrainConfig
 from facelib.data import collate_eval
 from facelib.distill import Teacher
 from facelib.errors import ConfigError, DataError
 from facelib.labels import NUM_CLASSES
 from facelib.losses import CompositeLoss, loss_config
+from facelib.machine import loader_workers, prepare_cpu
 from facelib.models import build_model
 from facelib.outputs import atomic_path, commit, exclusive, write_text
 from facelib.run import (
     ONE_PROCESS,
     Processes,
+    Progress,
+    RunContext,
     RunData,
     RunPaths,
+    Window,
     identify,
     init_record,
     load_sets,
-    loader_workers,
-    prepare_cpu,
     run_key,
     run_readme,
-    save_checkpoint,
     scores_at,
     summarize,
     write_json,
@@ -221,18 +222,8 @@ def train(
             return train(config, out, checkpoints, stop_after, progress, time_limit_s, require_checkpoint, restart)
         if restart:
             paths.last.unlink(missing_ok=True)
-        return _train_run(config, data, paths, procs, device, rerun, stop_after, progress, time_limit_s)
-
-
-@dataclass
-class Progress:
-    """Where a run stands (what last.pt stores besides the weights and optimiser): empty for a new run."""
-
-    iteration: int = 0
-    history: list[dict[str, Any]] = field(default_factory=list)
-    elapsed_s: float = 0.0
-    best: dict[str, Any] | None = None
-    final: dict[str, Any] | None = None
+        ctx = RunContext(config, data, paths, procs, device)
+        return _train_run(ctx, rerun, stop_after, progress, time_limit_s)
 
 
 @dataclass
@@ -253,7 +244,9 @@ class Parts:
         return self.model if self.average is None else self.average.module
 
 
-def build_parts(config: TrainConfig, data: RunData, device: torch.device, procs: Processes) -> Parts:
+def build_parts(ctx: RunContext) -> Parts:
+    """The model, loss, optimiser and schedule of a run (and its moving average and teacher, when it has them)."""
+    config, data, device, procs = ctx.config, ctx.data, ctx.device, ctx.procs
     criterion, weights = build_criterion(config, data, device)
     model = build_training_model(config, device)
     if device.type == "cuda" and procs.world > 1:
@@ -291,138 +284,148 @@ def resume(path: Path, parts: Parts, device: torch.device) -> Progress:
         raise DataError(f"{path}: not this run's training state ({type(error).__name__}: {first}){way_out}") from error
 
 
-def save_progress(paths: RunPaths, parts: Parts, progress: Progress, config: TrainConfig) -> None:
+def save_progress(ctx: RunContext, parts: Parts, progress: Progress) -> None:
     """last.pt (everything a resume needs) and metrics.csv, after every interval."""
-    state = {"model": parts.model.state_dict(), "optimizer": parts.optimizer.state_dict(),
-             "scheduler": parts.scheduler.state_dict(), "rng": torch.get_rng_state(),
-             **({} if parts.average is None else {"average": parts.average.state_dict()}),
-             **dataclasses.asdict(progress), "config": config.to_dict()}  # fmt: skip
-    save_checkpoint(state, paths.last)
-    with atomic_path(paths.metrics) as tmp:
+    state = {
+        "model": parts.model.state_dict(),
+        "optimizer": parts.optimizer.state_dict(),
+        "scheduler": parts.scheduler.state_dict(),
+        "rng": torch.get_rng_state(),
+        **({} if parts.average is None else {"average": parts.average.state_dict()}),
+        **dataclasses.asdict(progress),
+        "config": ctx.config.to_dict(),
+    }
+    save_checkpoint(state, ctx.paths.last)
+    with atomic_path(ctx.paths.metrics) as tmp:
         pd.DataFrame(progress.history).to_csv(tmp, index=False, float_format="%.6g")
 
 
-def validation_loader(config: TrainConfig, data: RunData, procs: Processes, device: torch.device):
+def validation_loader(ctx: RunContext) -> torch.utils.data.DataLoader:
     """This process's share of the validation pairs, at the masks' own size (`collate_eval`)."""
+    config, procs, val_set = ctx.config, ctx.procs, ctx.data.val_set
     return torch.utils.data.DataLoader(
-        torch.utils.data.Subset(data.val_set, range(procs.rank, len(data.val_set), procs.world)),
+        torch.utils.data.Subset(val_set, range(procs.rank, len(val_set), procs.world)),
         batch_size=config.batch_size // procs.world,
-        num_workers=min(loader_workers(config, device), 2),
+        num_workers=min(loader_workers(config, ctx.device), 2),
         collate_fn=collate_eval,
-        pin_memory=device.type == "cuda",
+        pin_memory=ctx.device.type == "cuda",
         generator=torch.Generator().manual_seed(config.seed),
     )
 
 
-def _train_run(
-    config: TrainConfig,
-    data: RunData,
-    paths: RunPaths,
-    procs: Processes,
-    device: torch.device,
-    rerun: bool,
-    stop_after: int | None,
-    show: bool,
-    time_limit_s: float | None,
-) -> dict[str, Any]:
-    """The training loop of `train`, run while this process holds the run's lock."""
-    key, talk = paths.key, show and procs.main
-    load_sets(config, data)
-    parts = build_parts(config, data, device, procs)
-    progress = Progress()
+def _start(ctx: RunContext, rerun: bool, talk: bool) -> tuple[Parts, Progress]:
+    """The run's data, model and optimiser, resumed from last.pt or started (from `init_from`'s weights when
+    set); its config.json written."""
+    config, paths = ctx.config, ctx.paths
+    load_sets(config, ctx.data)
+    parts, progress = build_parts(ctx), Progress()
     if rerun and talk:
-        print(f"run {key}: finished earlier but {paths.best} is missing; training it again")
+        print(f"run {ctx.key}: finished earlier but {paths.best} is missing; training it again")
     if paths.last.exists() and not rerun:
-        progress = resume(paths.last, parts, device)
+        progress = resume(paths.last, parts, ctx.device)
         if talk:
-            print(f"run {key}: resuming at iteration {progress.iteration} from {paths.last}")
+            print(f"run {ctx.key}: resuming at iteration {progress.iteration} from {paths.last}")
     elif config.init_from is not None:
         start_from(config.init_from, parts.model, config.model)
         if parts.average is not None:
             parts.average = WeightAverage(parts.model, config.ema_decay)
         if talk:
-            print(f"run {key}: starting from the weights of {config.init_from}")
-    stop = config.iterations if stop_after is None else min(stop_after, config.iterations)
-    if procs.main:
-        record = {"key": key, "config": config.to_dict(), "data": data.fingerprint, **init_record(config)}
+            print(f"run {ctx.key}: starting from the weights of {config.init_from}")
+    if ctx.procs.main:
+        record = {"key": ctx.key, "config": config.to_dict(), "data": ctx.data.fingerprint, **init_record(config)}
         write_json(paths.run_dir / "config.json", record)
-    loader = train_loader(config, data, progress.iteration, stop, procs, device)
-    val_loader = validation_loader(config, data, procs, device)
-    cuda = device.type == "cuda"
-    autocast = training_autocast(config, device)
-    bar = tqdm(total=config.iterations, initial=progress.iteration, disable=not talk, desc=key)
+    return parts, progress
+
+
+def _validate(ctx: RunContext, parts: Parts, progress: Progress, loader, row: dict[str, Any]) -> None:
+    """Score the kept weights (and, with a moving average, the trained ones) on the validation split into
+    `row`; the best by mF1 becomes best.pt."""
+    config, start = ctx.config, time.perf_counter()
+    matrix = evaluate_model(parts.scored(), loader, ctx.device, amp=config.amp)
+    metrics = matrix.compute()
+    row.update(metrics.summary(), val_s=time.perf_counter() - start)
+    if parts.average is not None:  # the trained weights too, for the average's paired effect
+        trained = evaluate_model(parts.model, loader, ctx.device, amp=config.amp).compute().summary()
+        row.update({f"trained_{k}": trained[k] for k in ("mIoU", "mF1", "per_image_F")})
+    parts.network.train()
+    progress.final = scores_at(row["iteration"], metrics, matrix.mat.cpu())
+    if progress.best is None or progress.final["mF1"] > progress.best["mF1"]:
+        progress.best = progress.final
+        if ctx.procs.main:
+            data, done = ctx.data, row["iteration"]
+            best = inference_checkpoint(parts.scored(), config, data.mean, data.std, ctx.key, done, metrics)
+            save_checkpoint(best, ctx.paths.best)
+
+
+def _train_run(
+    ctx: RunContext, rerun: bool, stop_after: int | None, show: bool, time_limit_s: float | None
+) -> dict[str, Any]:
+    """The training loop of `train`, run while this process holds the run's lock."""
+    config, device, procs, talk = ctx.config, ctx.device, ctx.procs, show and ctx.procs.main
+    parts, progress = _start(ctx, rerun, talk)
+    stop = config.iterations if stop_after is None else min(stop_after, config.iterations)
+    loader = train_loader(config, ctx.data, progress.iteration, stop, procs, device)
+    val_loader, autocast = validation_loader(ctx), training_autocast(config, device)
+    bar = tqdm(total=config.iterations, initial=progress.iteration, disable=not talk, desc=ctx.key)
     last_miou = next((row["mIoU"] for row in reversed(progress.history) if "mIoU" in row), float("nan"))
-    loss_sum, steps, images_seen, wait = torch.zeros((), device=device), 0, 0, 0.0
-    window_start = session_start = time.perf_counter()
+    window, session_start = Window(torch.zeros((), device=device)), time.perf_counter()
     parts.network.train()
     batches = iter(loader)
     for iteration in range(progress.iteration, stop):
         fetch = time.perf_counter()
         images, masks = next(batches)
-        wait += time.perf_counter() - fetch
+        window.wait_s += time.perf_counter() - fetch
         images, masks = to_device(images, masks, device, config.channels_last)
         loss = train_step(parts.network, parts.criterion, parts.optimizer, images, masks, autocast, parts.teacher)
         parts.scheduler.step()
         if parts.average is not None:
             parts.average.update(parts.model)
-        loss_sum += loss.detach()
-        steps, images_seen, done = steps + 1, images_seen + images.shape[0] * procs.world, iteration + 1
+        window.loss += loss.detach()
+        window.steps, window.images, done = (
+            window.steps + 1,
+            window.images + images.shape[0] * procs.world,
+            iteration + 1,
+        )
         bar.update(1)
         if done % 10 == 0:
             bar.set_postfix(loss=f"{loss.item():.3f}", mIoU=f"{last_miou:.1f}")
         at_interval = done % config.val_interval == 0 or done == config.iterations
         if at_interval or done == stop:  # end of an interval: log, validate, keep best and last checkpoints
-            if cuda:
+            if device.type == "cuda":
                 torch.cuda.synchronize(device)
-            window = time.perf_counter() - window_start
-            mean_loss = float(loss_sum) / steps
-            if not math.isfinite(mean_loss):
-                raise FloatingPointError(f"run {key}: training loss became {mean_loss} before iteration {done}")
-            progress.elapsed_s += window
-            row = {"iteration": done, "lr": parts.scheduler.get_last_lr()[0], "train_loss": mean_loss,
-                   "images_per_s": images_seen / window, "data_wait_share": wait / window}  # fmt: skip
+            try:
+                row = window.row(done, parts.scheduler.get_last_lr()[0])
+            except FloatingPointError as error:
+                raise FloatingPointError(f"run {ctx.key}: {error}") from None
+            progress.elapsed_s += row.pop("window_s")
             if at_interval:
-                val_start = time.perf_counter()
-                matrix = evaluate_model(parts.scored(), val_loader, device, amp=config.amp)
-                metrics = matrix.compute()
-                row.update(metrics.summary(), val_s=time.perf_counter() - val_start)
-                if parts.average is not None:  # the trained weights too, for the average's paired effect
-                    trained = evaluate_model(parts.model, val_loader, device, amp=config.amp).compute().summary()
-                    row.update({f"trained_{k}": trained[k] for k in ("mIoU", "mF1", "per_image_F")})
+                _validate(ctx, parts, progress, val_loader, row)
                 last_miou = row["mIoU"]
-                parts.network.train()
-                progress.final = scores_at(done, metrics, matrix.mat.cpu())
-                if progress.best is None or progress.final["mF1"] > progress.best["mF1"]:
-                    progress.best = progress.final
-                    if procs.main:
-                        best = inference_checkpoint(parts.scored(), config, data.mean, data.std, key, done, metrics)
-                        save_checkpoint(best, paths.best)
             progress.iteration = done
             progress.history.append(row)
             if procs.main:
-                save_progress(paths, parts, progress, config)
-            loss_sum.zero_()
-            steps, images_seen, wait, window_start = 0, 0, 0.0, time.perf_counter()
+                save_progress(ctx, parts, progress)
+            window = Window(window.loss.zero_())
             over = time_limit_s is not None and time.perf_counter() - session_start > time_limit_s
             if _agree(over, procs, device):
                 stop = done
                 break
     bar.close()
     del batches
-    return finish(config, data, paths, procs, device, parts, progress, stop, time.perf_counter() - session_start)
+    return finish(ctx, parts, progress, stop, time.perf_counter() - session_start)
 
 
-def finish(config, data, paths, procs, device, parts, progress, stop, session_s) -> dict[str, Any]:
+def finish(ctx: RunContext, parts: Parts, progress: Progress, stop: int, session_s: float) -> dict[str, Any]:
     """The run's summary, written as summary.json (finished) or progress.json (stopped early, resumable)."""
-    summary = summarize(config, data, paths.key, paths, stop, progress.history, progress.elapsed_s, progress.best,
-                        progress.final, parts.weights, device, procs, loader_workers(config, device))  # fmt: skip
+    summary = summarize(ctx, progress, stop, parts.weights, loader_workers(ctx.config, ctx.device))
     summary["session_wall_s"] = session_s
-    if procs.main:
-        write_json(paths.summary if summary["finished"] else paths.run_dir / "progress.json", summary)
+    run_dir = ctx.paths.run_dir
+    if ctx.procs.main:
+        write_json(ctx.paths.summary if summary["finished"] else run_dir / "progress.json", summary)
         if summary["finished"]:
-            (paths.run_dir / "progress.json").unlink(missing_ok=True)
-            write_text(paths.run_dir / "README.md", run_readme(summary))
-    procs.barrier()
+            (run_dir / "progress.json").unlink(missing_ok=True)
+            write_text(run_dir / "README.md", run_readme(summary))
+    ctx.procs.barrier()
     return summary
 
 

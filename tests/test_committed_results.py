@@ -12,7 +12,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from facelib.runner import NOTEBOOKS, default_notebooks_dir
+from facelib.report_build import NOTEBOOKS, default_notebooks_dir
 
 RESULTS = Path(__file__).resolve().parents[1] / "results"
 REPORTS = sorted(p.parent.parent for p in RESULTS.glob("*/html/index.html"))

@@ -15,10 +15,11 @@ from PIL import Image
 
 from facelib.checkpoint import load_checkpoint
 from facelib.cli import main
-from facelib.data import discover, load_or_make_split, read_photo
+from facelib.data import discover, load_or_make_split
 from facelib.errors import ConfigError, DataError
 from facelib.infer import Predictor, evaluate, predict
 from facelib.labels import CLASS_NAMES, NUM_CLASSES, correct_mask, read_mask, write_mask
+from facelib.photos import read_photo
 from facelib.tta import MIRROR_CHANNELS, predict_labels, probabilities
 
 

@@ -20,20 +20,21 @@ LAYERS = [
     ["facelib.labels"],
     ["facelib.synthetic", "facelib.augment", "facelib.metrics", "facelib.models.common"],
     ["facelib.data", "facelib.models.fastscnn", "facelib.models.bisenetv2", "facelib.models.library"],
-    ["facelib.models"],
+    ["facelib.models", "facelib.photos"],
     [
         "facelib.audit",
         "facelib.stats",
         "facelib.losses",
-        "facelib.models.profile",
+        "facelib.models.cost",
         "facelib.sampling",
         "facelib.averaging",
     ],
     ["facelib.config"],
-    ["facelib.checkpoint", "facelib.tta"],
+    ["facelib.checkpoint", "facelib.tta", "facelib.machine"],
     ["facelib.distill"],
     ["facelib.run"],
-    ["facelib.train", "facelib.runcache"],
+    ["facelib.train"],
+    ["facelib.runcache"],
     ["facelib.recipe"],
     ["facelib.infer"],
     ["facelib.export"],
@@ -41,8 +42,8 @@ LAYERS = [
     ["facelib.latency", "facelib.ship"],
     ["facelib.bench"],
     ["facelib.tables"],
-    ["facelib.experiments", "facelib.figures", "facelib.runner"],
-    ["facelib.selection", "facelib.levers"],
+    ["facelib.report_rows", "facelib.figures"],
+    ["facelib.selection", "facelib.levers", "facelib.report", "facelib.report_build"],
     ["facelib.cli.common"],
     ["facelib.cli.data", "facelib.cli.training", "facelib.cli.models", "facelib.cli.ship", "facelib.cli.bench"],
     ["facelib.cli.report"],
@@ -51,8 +52,9 @@ LAYERS = [
     ["facelib.__main__"],
 ]
 """Bottom to top: errors and records, labels, data and models, losses and metrics, the user's settings
-(config), model files and running them, a run's identity, the training loop, inference, export, the
-report's profiles, benchmarks and shipping, the report's tables and notebooks' API, the command line. A module may import from any layer below its own, never from its own or above."""
+(config), model files and running them, a run's identity, the training loop, the run cache, inference,
+export, the report's profiles, benchmarks and shipping, the report's tables, the runs behind them, the
+choice of a model and what notebooks render, the command line. A module may import from any layer below its own, never from its own or above."""
 MAX_LINES = 450
 LAZY = {
     "facelib.config",

@@ -11,8 +11,8 @@ import torch
 from facelib.cli import main
 from facelib.errors import ConfigError
 from facelib.models import MODELS, PARAMETER_CAP, SegOutput, build_model, candidates, fits_cap, parameter_breakdown
+from facelib.models.cost import inference_flops
 from facelib.models.library import SmpModel
-from facelib.models.profile import inference_flops
 
 AUX_HEADS = {"fastscnn": 2, "bisenetv2": 4, "bisenetv2_xs": 4, "bisenetv2_xs_slimaux": 4}
 

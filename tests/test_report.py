@@ -21,8 +21,9 @@ from facelib.errors import ConfigError, ReportError
 from facelib.labels import CLASS_NAMES
 from facelib.losses import LOSS_PRESETS
 from facelib.profiles import AUGMENTATION_ROWS, LOSS_ROWS, PROFILES, get_profile
-from facelib.runner import NOTEBOOKS, default_notebooks_dir, run_report, select
-from facelib.tables import Noise, Run, ablation_table, compare, findings, leader, overfitting, styled, widths_table
+from facelib.report_build import NOTEBOOKS, default_notebooks_dir, run_report, select
+from facelib.runcache import Run
+from facelib.tables import Noise, ablation_table, compare, findings, leader, overfitting, styled, widths_table
 
 NOTEBOOK_DIR = default_notebooks_dir()
 
@@ -342,7 +343,7 @@ def test_records_show_paths_relative_and_leave_markup_alone():
 
 
 def test_headline_leads_with_the_shipped_model_then_table_4s_choice_and_the_reference(tmp_path):
-    from facelib.runner import headline
+    from facelib.report_build import headline
 
     out = tmp_path / "cpu"
     columns = {

@@ -19,11 +19,13 @@ from facelib.checkpoint import load_checkpoint, model_from_checkpoint
 from facelib.cli import main
 from facelib.config import TrainConfig
 from facelib.errors import ConfigError, DataError, ReportError
-from facelib.experiments import Report, tta_scores
 from facelib.outputs import shown_path
 from facelib.profiles import PROFILES, TABLES, table_rows
+from facelib.report_rows import TableRows
+from facelib.runcache import Run
+from facelib.selection import inference_model, longer_runs
 from facelib.ship import DEFAULT_MODEL, default_model, half_checkpoint, ship, starting_point
-from facelib.tables import Noise, Run, best_run, choice
+from facelib.tables import Noise, best_run, choice
 from facelib.train import train
 
 
@@ -279,11 +281,11 @@ def test_runs_trains_a_table_row_scores_its_tta_and_ship_best_picks_it(tiny_prof
     assert main(best) == 0
     assert load_checkpoint(target)["run_key"] == run_dir.name  # bisenetv2_xs is over the cap
     # notebook 05's model: the best run's checkpoint, or the shipped default model once that run made it
-    report = Report(tiny_profile, str(synthetic_root), "cpu", results, checkpoints, train_missing=False)
-    assert report.inference_model()[1] == checkpoints / run_dir.name / "best.pt"
+    rows = TableRows.open(tiny_profile, str(synthetic_root), "cpu", results, checkpoints, train_missing=False)
+    assert inference_model(rows)[1] == checkpoints / run_dir.name / "best.pt"
     shipped = results / "models" / "facelib-best.pt"
     assert main([*best[:4], str(shipped), *best[5:]]) == 0
-    run, path, described = report.inference_model()
+    run, path, described = inference_model(rows)
     assert (run.key, path) == (run_dir.name, shipped) and "`facelib predict`" in described
     # a shipped run outside Table 4 (here: the same row trained longer) on this profile's data and split is shown
     before = {d.name for d in (results / "runs").iterdir()}
@@ -299,16 +301,16 @@ def test_runs_trains_a_table_row_scores_its_tta_and_ship_best_picks_it(tiny_prof
     assert main([*ship_longer, "--why", "a longer run of Table 4's recipe"]) == 0
     assert "- chosen as a longer run of Table 4's recipe" in shipped.with_suffix(".md").read_text()
     assert main(ship_longer) == 0
-    run, path, described = report.inference_model()
+    run, path, described = inference_model(rows)
     assert (run.key, path, run.config.iterations) == (key, shipped, 10) and "not one of its Table 4 rows" in described
-    (found,) = report.longer_runs()  # notebook 04 lists it beside Table 4
+    (found,) = longer_runs(rows)  # notebook 04 lists it beside Table 4
     assert found.key == key and found.label == "fastscnn, 40 samples"
     # a run fine-tuned from it (other crop, rate and seed) follows it, counting the samples its weights saw
     tune = [*longer[:4], "4", *longer[5:], "--crop-size", "96", "--lr", "1e-3", "--seed", "3", "--init-from",
             str(shipped)]  # fmt: skip
     assert main(tune) == 0
     (tuned,) = {d.name for d in (results / "runs").iterdir()} - before - {key}
-    found, fine_tune = report.longer_runs()
+    found, fine_tune = longer_runs(rows)
     assert (found.key, fine_tune.key, fine_tune.samples) == (key, tuned, 40 + 16)
     assert fine_tune.label == f"fastscnn, +16 samples at 96 px from {key.split('-')[-1]}"
     # ship --best weighs them too, beside Table 4's rows: the top validation mF1 (no noise measured here)
@@ -326,8 +328,8 @@ def test_runs_trains_a_table_row_scores_its_tta_and_ship_best_picks_it(tiny_prof
     assert main([*longer, "--val-fraction", "0.4"]) == 0
     (other,) = {d.name for d in (results / "runs").iterdir()} - before - {key, tuned}
     assert main([ship_longer[0], str(checkpoints / other / "best.pt"), *ship_longer[2:]]) == 0
-    assert report.inference_model()[0].key == run_dir.name
-    assert [r.key for r in report.longer_runs()] == [key, tuned]  # nor is it a longer run of this profile's Table 4
+    assert inference_model(rows)[0].key == run_dir.name
+    assert [r.key for r in longer_runs(rows)] == [key, tuned]  # nor is it a longer run of this profile's Table 4
 
 
 @pytest.mark.skipif(not DEFAULT_MODEL.exists(), reason="no model shipped yet (results/models/facelib-best.pt)")
@@ -389,24 +391,24 @@ def test_a_report_uses_a_cached_run_without_its_checkpoint_and_never_rewrites_it
     tiny_profile, synthetic_root, tmp_path, monkeypatch, capsys
 ):
     results, checkpoints, data = tmp_path / "results", tmp_path / "checkpoints", str(synthetic_root)
-    (run,) = Report(tiny_profile, data, "cpu", results, checkpoints, train_missing=True).table_rows(
+    (run,) = TableRows.open(tiny_profile, data, "cpu", results, checkpoints, train_missing=True).table_rows(
         "comparison", ["fastscnn"]
     )
     shutil.rmtree(checkpoints / run.key)  # a fresh clone: run folders are committed, checkpoints are not
     folder = results / "runs" / run.key
     committed = {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()}
     monkeypatch.setitem(PROFILES, tiny_profile, replace(PROFILES[tiny_profile], trains_missing=False))  # as cpu
-    report = Report(tiny_profile, data, "cpu", results, checkpoints)
-    assert not report.train_missing
+    rows = TableRows.open(tiny_profile, data, "cpu", results, checkpoints)
+    assert not rows.cache.train_missing
     capsys.readouterr()
-    (found,) = report.table_rows("comparison", ["fastscnn"], want_checkpoint=True)
+    (found,) = rows.table_rows("comparison", ["fastscnn"], want_checkpoint=True)
     assert not found.trained_now and not (checkpoints / run.key).exists()
     assert "without its checkpoint" in capsys.readouterr().out
-    assert tta_scores(report, found, "flip") is None  # never stored, and no weights to score: left out
+    assert rows.tta_scores(found, "flip") is None  # never stored, and no weights to score: left out
     with pytest.raises(ReportError, match="not in the run cache"):
-        report.table_rows("comparison", ["bisenetv2_xs"])  # missing: not trained unless asked
+        rows.table_rows("comparison", ["bisenetv2_xs"])  # missing: not trained unless asked
     # asked to train: the lost checkpoint is made again, the committed run folder stays byte for byte
-    eager = Report(tiny_profile, data, "cpu", results, checkpoints, train_missing=True)
+    eager = TableRows.open(tiny_profile, data, "cpu", results, checkpoints, train_missing=True)
     (redone,) = eager.table_rows("comparison", ["fastscnn"], want_checkpoint=True)
     assert "training run" in capsys.readouterr().out and (checkpoints / run.key / "best.pt").exists()
     assert {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()} == committed

@@ -240,7 +240,7 @@ def test_cuda_run_uses_bf16_and_channels_last(synthetic_root, tmp_path, monkeypa
 
 
 def test_normalization_histogram_is_exact():
-    from facelib.run import training_normalization as normalization
+    from facelib.stats import training_normalization as normalization
 
     generator = torch.Generator().manual_seed(0)
     images = torch.randint(0, 256, (70, 9, 11, 3), dtype=torch.uint8, generator=generator)
@@ -314,7 +314,7 @@ def test_cpu_bf16_is_keyed_only_when_set_and_autocasts_only_the_cpu():
 
 def test_cpu_levers_are_runtime_settings_with_cpu_defaults():
     from facelib.config import RUNTIME_FIELDS
-    from facelib.run import loader_workers
+    from facelib.machine import loader_workers
 
     base = TrainConfig()
     assert {"workers", "channels_last", "threads", "keep_memory", "compile"} <= set(RUNTIME_FIELDS)
@@ -372,7 +372,7 @@ def test_native_scale_crops_train_on_crops_of_the_photo_and_validate_the_whole_p
 
 
 def test_keeping_freed_memory_applies_on_linux():
-    from facelib.run import keep_freed_memory
+    from facelib.machine import keep_freed_memory
 
     if platform.system() == "Linux" and platform.libc_ver()[0] == "glibc":
         assert keep_freed_memory()
@@ -380,14 +380,14 @@ def test_keeping_freed_memory_applies_on_linux():
 
 
 def test_cpu_bf16_warns_where_the_cpu_would_emulate_it(monkeypatch):
-    import facelib.run
-    from facelib.run import prepare_cpu
+    import facelib.machine
+    from facelib.machine import prepare_cpu
 
     cpu, bf16 = torch.device("cpu"), TrainConfig(cpu_bf16=True, keep_memory=False)
-    monkeypatch.setattr(facelib.run, "cpu_has_bf16", lambda: False)
+    monkeypatch.setattr(facelib.machine, "cpu_has_bf16", lambda: False)
     with pytest.warns(UserWarning, match="no bf16 instructions"):
         prepare_cpu(bf16, cpu)
-    monkeypatch.setattr(facelib.run, "cpu_has_bf16", lambda: True)
+    monkeypatch.setattr(facelib.machine, "cpu_has_bf16", lambda: True)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         prepare_cpu(bf16, cpu)

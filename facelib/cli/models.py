@@ -10,7 +10,7 @@ from facelib.config import BACKENDS, TTA_MODES
 
 
 def models(args: argparse.Namespace) -> list[Path]:
-    from facelib.models.profile import write_models_table  # lazy: --help stays fast
+    from facelib.models.cost import write_models_table  # lazy: --help stays fast
 
     return write_models_table(args.only, args.size, args.threads, args.repeats, not args.no_latency, args.out)
 

@@ -9,7 +9,7 @@ from facelib.cli.common import DATA_HELP, TRAIN_MISSING_HELP
 
 
 def report(args: argparse.Namespace) -> list[Path]:
-    from facelib.runner import run_report  # lazy: --help stays fast
+    from facelib.report_build import run_report  # lazy: --help stays fast
 
     out = run_report(
         args.profile, args.data, args.device, args.only, args.out, args.checkpoints, args.notebooks, args.train_missing

@@ -17,10 +17,11 @@ def ship(args: argparse.Namespace) -> list[Path]:
     if args.best and args.why:
         raise ConfigError("--why explains a named checkpoint; with --best the card states how the run was chosen")
     if args.best:
+        from facelib.report_rows import TableRows  # lazy: --help stays fast
         from facelib.selection import best_for_shipping  # lazy: --help stays fast
 
-        chosen = best_for_shipping(args.best, args.data, args.device, args.out, args.checkpoints, args.allow_missing)
-        checkpoint, selection = chosen
+        rows = TableRows.open(args.best, args.data, args.device, args.out, args.checkpoints, train_missing=False)
+        checkpoint, selection = best_for_shipping(rows, args.allow_missing)
     else:
         checkpoint, selection = checkpoint_path(args.checkpoint), args.why
     target = Path(args.to) if args.to else DEFAULT_MODEL

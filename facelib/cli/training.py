@@ -37,20 +37,21 @@ def train(args: argparse.Namespace) -> list[Path]:
 def runs(args: argparse.Namespace) -> list[Path]:
     import pandas as pd  # lazy: --help stays fast
 
-    from facelib.experiments import Report, TimeLimitReached, train_rows  # lazy: --help stays fast
+    from facelib.report_rows import RowsPlan, TableRows, train_rows  # lazy: --help stays fast
+    from facelib.runcache import TimeLimitReached  # lazy: --help stays fast
     from facelib.tables import round_frame  # lazy: --help stays fast
 
-    train_missing, limit = not args.cached_only, args.time_limit
-    report = Report(
-        args.profile, args.data, args.device, args.out, args.checkpoints, "facelib runs", train_missing, limit
+    rows = TableRows.open(
+        args.profile, args.data, args.device, args.out, args.checkpoints, not args.cached_only, args.time_limit
     )
     tables, only = args.table.split(","), args.rows.split(",") if args.rows else None
     if only and len(tables) > 1:
         raise ConfigError("--rows picks rows of one table; name a single --table with it")
     modes = [m for m in args.tta.split(",") if m]
     pack = Path(args.pack) if args.pack else None
+    plan = RowsPlan(tables, only, modes, args.budget, pack, args.weights)
     try:
-        lines, failed = train_rows(report, tables, only, modes, args.budget, pack, args.weights)
+        lines, failed = train_rows(rows, plan)
     except TimeLimitReached as stopped:
         lines, failed = [], 0
         print(f"facelib runs: {stopped}")
