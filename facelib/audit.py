@@ -198,12 +198,15 @@ def write_audit(data: str | Path | None, out: str | Path, corrected: str | Path 
     dataset = load_dataset(data)
     report = audit(dataset)
     side = "the image's right" if report.convention > 0 else "the image's left (opposite to the documentation)"
-    print(f"convention: the person's left parts appear on {side} "
-          f"({report.agreeing} of {report.both_visible} pairs with both parts visible agree)")  # fmt: skip
+    print(
+        f"convention: the person's left parts appear on {side} "
+        f"({report.agreeing} of {report.both_visible} pairs with both parts visible agree)"
+    )
     flagged = report.flagged
     for stem, items in flagged.items():
-        evidence = "; ".join(f"{e.pair} {e.method}: {e.offset_px:+.0f} px ({e.offset_face_widths:+.2f} face widths)"
-                             for e in items)  # fmt: skip
+        evidence = "; ".join(
+            f"{e.pair} {e.method}: {e.offset_px:+.0f} px ({e.offset_face_widths:+.2f} face widths)" for e in items
+        )
         print(f"{stem}: reversed {evidence}")
     print(f"{len(flagged)} of {len(dataset.samples)} masks have reversed left/right labels")
     summary = report.summary()

@@ -28,9 +28,9 @@ from facelib.checkpoint import (
 )
 from facelib.data import keep_decoded
 from facelib.errors import ConfigError
-from facelib.latency import synchronizer, timed
 from facelib.losses import CompositeLoss, LossConfig, LovaszSoftmax
 from facelib.machine import keep_freed_memory, loader_workers, prepare_cpu
+from facelib.models.cost import synchronizer, timed
 from facelib.run import identify, load_sets
 from facelib.train import (
     build_criterion,
@@ -62,11 +62,18 @@ def bench_train(config, steps: int = 20, warmup: int = 5, out: str | Path = "res
     batch = config.batch_size
     if len(data.train_set) < batch:
         raise ConfigError(f"batch_size {batch} is larger than the {len(data.train_set)} training images")
-    base = {"model": config.model, "device": _device_label(device), "crop": config.crop_size, "batch": batch,
-            "workers": loader_workers(config, device),
-            "loss": config.loss if isinstance(config.loss, str) else "custom",
-            "augment": config.augment, "bf16": (cuda and config.amp) or (not cuda and config.cpu_bf16),
-            "channels_last": config.channels_last, "compiled": config.compile}  # fmt: skip
+    base = {
+        "model": config.model,
+        "device": _device_label(device),
+        "crop": config.crop_size,
+        "batch": batch,
+        "workers": loader_workers(config, device),
+        "loss": config.loss if isinstance(config.loss, str) else "custom",
+        "augment": config.augment,
+        "bf16": (cuda and config.amp) or (not cuda and config.cpu_bf16),
+        "channels_last": config.channels_last,
+        "compiled": config.compile,
+    }
     rows = []
 
     # The data pipeline alone: batches as the training loop receives them (pinned when on CUDA). All workers
@@ -189,20 +196,43 @@ def bench_cpu_levers(
     finally:
         keep_decoded(False)
     default_threads = torch.get_num_threads()
-    plan = [(position, model, name, loss, {"workers": 0, "channels_last": True, "presize": True, "keep_memory": True,
-                                 "loss_impl": "facelib", "threads": default_threads, "compile": False,
-                                 "cpu_bf16": False, **changes})
-            for position, (model, (name, loss, changes)) in enumerate(itertools.product(models or [config.model],
-                                                                                        LEVER_ROWS))
-            if compile or name != "torch.compile"]  # fmt: skip
+    plan = [
+        (
+            position,
+            model,
+            name,
+            loss,
+            {
+                "workers": 0,
+                "channels_last": True,
+                "presize": True,
+                "keep_memory": True,
+                "loss_impl": "facelib",
+                "threads": default_threads,
+                "compile": False,
+                "cpu_bf16": False,
+                **changes,
+            },
+        )
+        for position, (model, (name, loss, changes)) in enumerate(
+            itertools.product(models or [config.model], LEVER_ROWS)
+        )
+        if compile or name != "torch.compile"
+    ]
     plan.sort(key=lambda row: row[4]["keep_memory"])  # stable: every model's rows without it come first
     rows, memory_kept = [], False
     for position, model, name, loss, levers in plan:
         if levers["keep_memory"] and not memory_kept:
             memory_kept = keep_freed_memory()
-        run_config = config.replace(model=model, loss=loss, workers=levers["workers"], compile=levers["compile"],
-                                    channels_last=levers["channels_last"], threads=levers["threads"],
-                                    cpu_bf16=levers["cpu_bf16"])  # fmt: skip
+        run_config = config.replace(
+            model=model,
+            loss=loss,
+            workers=levers["workers"],
+            compile=levers["compile"],
+            channels_last=levers["channels_last"],
+            threads=levers["threads"],
+            cpu_bf16=levers["cpu_bf16"],
+        )
         criterion, _ = build_criterion(run_config, runs[levers["presize"]], device)
         if levers["loss_impl"] == "before":
             criterion.lovasz = LovaszSoftmax(criterion.ce.ignore_index, cpu_shortcuts=False)
@@ -212,11 +242,21 @@ def bench_cpu_levers(
             seconds, wait, compile_s = _loop_seconds(run_config, runs[levers["presize"]], criterion, steps, warmup)
         finally:
             torch.set_num_threads(default_threads)
-        rows.append({"position": position, "row": name, "model": model, "loss": loss, "crop": config.crop_size,
-                     "batch": config.batch_size, **{k: v for k, v in levers.items()},
-                     "keep_memory": levers["keep_memory"] and memory_kept,
-                     "images_per_s": steps * config.batch_size / seconds, "data_wait_share": wait / seconds,
-                     "compile_s": compile_s})  # fmt: skip
+        rows.append(
+            {
+                "position": position,
+                "row": name,
+                "model": model,
+                "loss": loss,
+                "crop": config.crop_size,
+                "batch": config.batch_size,
+                **{k: v for k, v in levers.items()},
+                "keep_memory": levers["keep_memory"] and memory_kept,
+                "images_per_s": steps * config.batch_size / seconds,
+                "data_wait_share": wait / seconds,
+                "compile_s": compile_s,
+            }
+        )
     table = pd.DataFrame(rows).sort_values("position", kind="stable").drop(columns="position")
     for reference, column in (("before", "vs_before_ce"), ("all levers", "vs_ce")):
         ce = table[(table["row"] == reference) & (table["loss"] == "ce")].set_index("model")["images_per_s"]

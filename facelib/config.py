@@ -229,17 +229,28 @@ def add_config_flags(parser: argparse.ArgumentParser, skip: tuple[str, ...] = ()
         default = item.default if item.default is not dataclasses.MISSING else item.default_factory()
         text = helps.get(item.name, "")
         if isinstance(default, bool):
-            parser.add_argument(*flags, dest=item.name, action=argparse.BooleanOptionalAction, default=None,
-                                help=f"{text} (default: {'on' if default else 'off'})")  # fmt: skip
+            parser.add_argument(
+                *flags,
+                dest=item.name,
+                action=argparse.BooleanOptionalAction,
+                default=None,
+                help=f"{text} (default: {'on' if default else 'off'})",
+            )
         elif item.name in ("model_overrides", "loss"):
-            parser.add_argument(*flags, dest=item.name, default=None, metavar="NAME_OR_JSON" if item.name == "loss"
-                                else "JSON", help=f"{text} (default: {json.dumps(default)})")  # fmt: skip
+            parser.add_argument(
+                *flags,
+                dest=item.name,
+                default=None,
+                metavar="NAME_OR_JSON" if item.name == "loss" else "JSON",
+                help=f"{text} (default: {json.dumps(default)})",
+            )
         else:
             annotation = str(item.type)  # a string (postponed annotations): "int", "int | None", ...
             kind = float if annotation.startswith("float") else int if annotation.startswith("int") else str
             choices = SCHEDULES if item.name == "schedule" else None
-            parser.add_argument(*flags, dest=item.name, type=kind, default=None, choices=choices,
-                                help=f"{text} (default: {default})")  # fmt: skip
+            parser.add_argument(
+                *flags, dest=item.name, type=kind, default=None, choices=choices, help=f"{text} (default: {default})"
+            )
 
 
 def config_from_flags(args: argparse.Namespace, preset: str | None = None) -> TrainConfig:

@@ -73,9 +73,16 @@ def export_model(
     with atomic_path(target) as tmp, warnings.catch_warnings(), _quiet():
         warnings.simplefilter("ignore")
         program = torch.onnx.export(
-            model, (example,), dynamo=True, opset_version=opset, input_names=[INPUT_NAME],
-            output_names=[OUTPUT_NAME], dynamic_shapes=shapes, verbose=False, optimize=True,
-        )  # fmt: skip
+            model,
+            (example,),
+            dynamo=True,
+            opset_version=opset,
+            input_names=[INPUT_NAME],
+            output_names=[OUTPUT_NAME],
+            dynamic_shapes=shapes,
+            verbose=False,
+            optimize=True,
+        )
         program.save(str(tmp))
     return Path(target)
 
@@ -263,10 +270,17 @@ def quantize_int8(source: str | Path, target: str | Path, calibration: Sequence[
     with atomic_path(target) as tmp, warnings.catch_warnings(), _quiet():
         warnings.simplefilter("ignore")
         q.quantize_static(
-            str(source), str(tmp), Reader(), quant_format=q.QuantFormat.QDQ, per_channel=True,
-            activation_type=q.QuantType.QUInt8, weight_type=q.QuantType.QInt8, op_types_to_quantize=list(QUANTIZED_OPS),
-            calibrate_method=q.CalibrationMethod.Percentile, extra_options={"CalibPercentile": CALIBRATION_PERCENTILE},
-        )  # fmt: skip
+            str(source),
+            str(tmp),
+            Reader(),
+            quant_format=q.QuantFormat.QDQ,
+            per_channel=True,
+            activation_type=q.QuantType.QUInt8,
+            weight_type=q.QuantType.QInt8,
+            op_types_to_quantize=list(QUANTIZED_OPS),
+            calibrate_method=q.CalibrationMethod.Percentile,
+            extra_options={"CalibPercentile": CALIBRATION_PERCENTILE},
+        )
     write_metadata(
         target, {**metadata, "precision": "int8", "calibration": described_as, "quantized_from": shown_path(source)}
     )

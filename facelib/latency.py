@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import statistics
 import tempfile
-import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -41,39 +40,12 @@ from facelib.export import (
 from facelib.infer import evaluate
 from facelib.machine import versions
 from facelib.models import build_model
+from facelib.models.cost import cpu_threads, timed
 from facelib.outputs import provenance, write_table
 from facelib.photos import read_photo
 
 INFER_BACKENDS = ("eager", "compile", "onnx_fp32", "onnx_int8", "onnx_fp32_fixed", "onnx_int8_fixed")
 """`_fixed`: the graph exported for exactly the benchmark's batch and size (`facelib export --fixed-shape`)."""
-
-
-def timed(run: Callable[[], Any], repeats: int, warmup: int, sync: Callable[[], None]) -> list[float]:
-    """Wall time in seconds of each of `repeats` calls after `warmup` untimed ones (synchronised)."""
-    for _ in range(warmup):
-        run()
-    sync()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        run()
-        sync()
-        times.append(time.perf_counter() - start)
-    return times
-
-
-def synchronizer(device: torch.device) -> Callable[[], None]:
-    return (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
-
-
-@contextlib.contextmanager
-def _threads(count: int):
-    previous = torch.get_num_threads()
-    torch.set_num_threads(count)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
 
 
 def _inputs(size: int, batch: int, data: str | Path | None, mean, std, count: int) -> list[torch.Tensor]:
@@ -122,16 +94,40 @@ def bench_infer(
     model, description = _bench_model(model_name, checkpoint)
     inputs = _inputs(size, batch, data, description["mean"], description["std"], count=4)
     rows: list[dict[str, Any]] = []
-    base = {"model": description["model"], "weights": description["weights"], "size": size, "batch": batch,
-            "threads": threads}  # fmt: skip
+    base = {
+        "model": description["model"],
+        "weights": description["weights"],
+        "size": size,
+        "batch": batch,
+        "threads": threads,
+    }
     with contextlib.ExitStack() as stack:
         scratch = None if onnx_dir else stack.enter_context(tempfile.TemporaryDirectory(prefix="facelib-bench-"))
         folder = Path(onnx_dir or scratch)
         paths = _onnx_paths(folder, description["model"], size)
-        with _threads(threads):
+        with cpu_threads(threads):
             for backend in backends:
-                rows.append({"backend": backend, **base, **_measure(backend, model, description, paths, inputs,
-                            size, batch, repeats, warmup, data, calibration_images, out, threads)})  # fmt: skip
+                rows.append(
+                    {
+                        "backend": backend,
+                        **base,
+                        **_measure(
+                            backend,
+                            model,
+                            description,
+                            paths,
+                            inputs,
+                            size,
+                            batch,
+                            repeats,
+                            warmup,
+                            data,
+                            calibration_images,
+                            out,
+                            threads,
+                        ),
+                    }
+                )
         table = pd.DataFrame(rows).set_index("backend")
         if accuracy:
             _add_accuracy(table, checkpoint, paths, data, out, threads)
@@ -139,15 +135,18 @@ def bench_infer(
 
 
 def _onnx_paths(folder: Path, model: str, size: int) -> dict[str, Path]:
-    return {backend: folder / f"{model}_{size}{'_fixed' if backend.endswith('_fixed') else ''}"
-                              f"{'_int8' if 'int8' in backend else ''}.onnx"
-            for backend in INFER_BACKENDS if backend.startswith("onnx")}  # fmt: skip
+    return {
+        backend: folder / f"{model}_{size}{'_fixed' if backend.endswith('_fixed') else ''}"
+        f"{'_int8' if 'int8' in backend else ''}.onnx"
+        for backend in INFER_BACKENDS
+        if backend.startswith("onnx")
+    }
 
 
 def _add_accuracy(table: pd.DataFrame, checkpoint, paths: dict[str, Path], data, out, threads: int) -> None:
     """mIoU and mF1 on the checkpoint's validation split per backend (compile: the same graph as eager)."""
     sources = {"eager": checkpoint, **paths}
-    with _threads(threads):
+    with cpu_threads(threads):
         for backend in table.index:
             if backend in sources and table.loc[backend, "status"] == "ok":
                 summary = evaluate(sources[backend], data, "val", out=out, device="cpu").summary
@@ -156,8 +155,9 @@ def _add_accuracy(table: pd.DataFrame, checkpoint, paths: dict[str, Path], data,
         table["val_mIoU_drop"] = table.loc["eager", "val_mIoU"] - table["val_mIoU"]
 
 
-def _measure(backend, model, description, paths, inputs, size, batch, repeats, warmup, data, calibration_images,
-             out, threads) -> dict[str, Any]:  # fmt: skip
+def _measure(
+    backend, model, description, paths, inputs, size, batch, repeats, warmup, data, calibration_images, out, threads
+) -> dict[str, Any]:
     """One backend's latency and agreement with eager; a backend that cannot run here is a status, not a crash."""
     try:
         runner = _backend(backend, model, description, paths, size, batch, data, calibration_images, out, threads)
@@ -166,10 +166,14 @@ def _measure(backend, model, description, paths, inputs, size, batch, repeats, w
     cycle = iter(inputs * (repeats + warmup))
     times_ms = [1000 * t / batch for t in timed(lambda: runner(next(cycle)), repeats, warmup, lambda: None)]
     parity = compare_with_torch(model, runner, inputs=inputs) if backend != "eager" else None
-    return {"status": "ok", "median_ms": statistics.median(times_ms), "p90_ms": float(np.percentile(times_ms, 90)),
-            "images_per_s": 1000 / statistics.median(times_ms),
-            "argmax_agreement": 1.0 if parity is None else parity.argmax_agreement,
-            "max_abs_logit_diff": 0.0 if parity is None else parity.max_abs_diff}  # fmt: skip
+    return {
+        "status": "ok",
+        "median_ms": statistics.median(times_ms),
+        "p90_ms": float(np.percentile(times_ms, 90)),
+        "images_per_s": 1000 / statistics.median(times_ms),
+        "argmax_agreement": 1.0 if parity is None else parity.argmax_agreement,
+        "max_abs_logit_diff": 0.0 if parity is None else parity.max_abs_diff,
+    }
 
 
 def _bench_model(model_name: str | None, checkpoint: str | Path | None) -> tuple[torch.nn.Module, dict[str, Any]]:
@@ -179,8 +183,15 @@ def _bench_model(model_name: str | None, checkpoint: str | Path | None) -> tuple
     torch.manual_seed(0)
     model = build_model(model_name).eval()
     config = {"val_fraction": 0.2, "split_seed": 0}
-    description = {"model": model_name, "mean": [127.5] * 3, "std": [64.0] * 3, "config": config,
-                   "weights": "untrained (random)", "model_overrides": {}, "num_classes": 19}  # fmt: skip
+    description = {
+        "model": model_name,
+        "mean": [127.5] * 3,
+        "std": [64.0] * 3,
+        "config": config,
+        "weights": "untrained (random)",
+        "model_overrides": {},
+        "num_classes": 19,
+    }
     return model, description
 
 
@@ -213,9 +224,17 @@ def _backend(backend, model, description, paths, size, batch, data, calibration_
 
 
 def _bench_metadata(description: dict[str, Any], size: int, precision: str) -> dict[str, Any]:
-    return {"format": ONNX_FORMAT, "version": 1, "precision": precision, "model": description["model"],
-            "mean": description["mean"], "std": description["std"], "input_size": size,
-            "config": description["config"], "weights": description["weights"]}  # fmt: skip
+    return {
+        "format": ONNX_FORMAT,
+        "version": 1,
+        "precision": precision,
+        "model": description["model"],
+        "mean": description["mean"],
+        "std": description["std"],
+        "input_size": size,
+        "config": description["config"],
+        "weights": description["weights"],
+    }
 
 
 def _no_grad(model: Callable[[torch.Tensor], torch.Tensor]) -> Callable[[torch.Tensor], torch.Tensor]:

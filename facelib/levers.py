@@ -10,15 +10,14 @@ also the proxy's second seed.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pandas as pd
 
 from facelib.checkpoint import load_checkpoint
-from facelib.config import TrainConfig
 from facelib.report_rows import TableRows
-from facelib.runcache import Run, lineage, run_folder
+from facelib.runcache import Run, lineage, read_run
 
 RARE = {"neck_l": "necklace", "ear_r": "earrings", "hat": "hat", "cloth": "cloth"}
 """The thin and rare classes whose IoU the table shows beside the means."""
@@ -58,12 +57,11 @@ def shipped_stages(results: Path) -> list[Run]:
         return []
     stages, seen = [], 0
     for number, summary in enumerate(summaries, 1):
-        config = TrainConfig.from_dict(summary["config"])
-        metrics = pd.read_csv(run_folder(results, summary["key"]) / "metrics.csv")
-        label = f"stage {number}: {config.crop_size} px" + (
-            f", repeat factors {config.repeat_threshold:g}" if config.repeat_threshold else ""
+        run = read_run(results, summary)
+        run.label = f"stage {number}: {run.config.crop_size} px" + (
+            f", repeat factors {run.config.repeat_threshold:g}" if run.config.repeat_threshold else ""
         )
-        stages.append(Run(label, config, summary, metrics, samples_before=seen))
+        stages.append(replace(run, samples_before=seen))
         seen = stages[-1].samples
     return stages
 

@@ -15,6 +15,7 @@ import os
 import re
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from facelib.checkpoint import load_checkpoint
@@ -55,64 +56,43 @@ def select(only: str | Sequence[str] | None) -> list[str]:
     return [n for n in NOTEBOOKS if n in chosen]
 
 
-def run_report(
-    profile: str,
-    data: str | Path | None = None,
-    device: str = "auto",
-    only: str | Sequence[str] | None = None,
-    results: str | Path = "results",
-    checkpoints: str | Path = "checkpoints",
-    notebooks: str | Path | None = None,
-    train_missing: bool | None = None,
-    log: Callable[[str], None] = print,
-) -> Path:
-    """Execute the selected notebooks in order; return the profile's results folder. `train_missing`: train the
-    runs missing from the run cache (None: as the profile says, `Profile.trains_missing`: the smoke profile does,
-    the others use the cache only)."""
-    import papermill
-    from papermill.exceptions import PapermillExecutionError
+@dataclass(frozen=True)
+class ReportRequest:
+    """What `facelib report` builds: a profile's notebooks (`only`: some of them, e.g. "02,03"), on `data`,
+    training missing runs on `device` where the report may (`train_missing`; None: as the profile says,
+    `Profile.trains_missing`), with the run cache and this report under `results` and checkpoints in
+    `checkpoints`; `notebooks`: another folder of notebooks than the repository's."""
 
-    chosen = get_profile(profile)
-    names = select(only)
-    source = Path(notebooks) if notebooks else default_notebooks_dir()
-    out = Path(results).resolve() / chosen.name
+    profile: str
+    data: str | Path | None = None
+    device: str = "auto"
+    only: str | Sequence[str] | None = None
+    results: str | Path = "results"
+    checkpoints: str | Path = "checkpoints"
+    notebooks: str | Path | None = None
+    train_missing: bool | None = None
+
+    @property
+    def source(self) -> Path:
+        return Path(self.notebooks) if self.notebooks else default_notebooks_dir()
+
+
+def run_report(request: ReportRequest, log: Callable[[str], None] = print) -> Path:
+    """Execute the selected notebooks in order, each exported as a page; return the profile's results folder."""
+    chosen, names, source = get_profile(request.profile), select(request.only), request.source
+    out = Path(request.results).resolve() / chosen.name
     missing = [n for n in names if not (source / f"{n}.ipynb").exists()]
     if missing:
         raise ReportError(f"notebook(s) {', '.join(missing)} not found in {source}")
-    parameters = notebook_parameters(chosen.name, data, device, results, checkpoints, source, train_missing)
+    parameters = notebook_parameters(request)
     (out / "notebooks").mkdir(parents=True, exist_ok=True)
-    trains = chosen.trains_missing if train_missing is None else train_missing
+    trains = chosen.trains_missing if request.train_missing is None else request.train_missing
     source_of_runs = "training the runs missing from the cache" if trains else "from the run cache, never training"
-    data_name = discover(data).name
+    data_name = discover(request.data).name
     log(f"report {chosen.name} on {data_name}: {len(names)} notebook(s) -> {out}, {source_of_runs}")
     for number, name in enumerate(names, 1):
-        target = out / "notebooks" / f"{name}.ipynb"
-        partial, failed = target.with_suffix(".partial.ipynb"), target.with_suffix(".failed.ipynb")
         start = time.perf_counter()
-        try:
-            papermill.execute_notebook(
-                str(source / f"{name}.ipynb"),
-                str(partial),
-                parameters={**parameters, "notebook": name},
-                kernel_name="python3",
-                cwd=str(source),
-                progress_bar=False,
-                log_output=False,
-                extra_arguments=["--IPKernelApp.log_level=ERROR"],  # not its TCP-without-encryption warning
-            )
-        except PapermillExecutionError as error:
-            if partial.exists():
-                os.replace(partial, failed)
-            raise ReportError(
-                f"notebook {name} failed in cell {error.cell_index} (execution count {error.exec_count}): "
-                f"{error.ename}: {error.evalue}\nthe partial executed notebook is {failed}"
-            ) from None
-        except BaseException:
-            partial.unlink(missing_ok=True)
-            raise
-        scrub_notebook(partial)
-        os.replace(partial, target)
-        failed.unlink(missing_ok=True)
+        target = execute_notebook(source / f"{name}.ipynb", out / "notebooks", {**parameters, "notebook": name})
         page = export_html(target, out / "html" / f"{name}.html")
         log(f"[{number}/{len(names)}] {name}: {time.perf_counter() - start:.0f} s -> {target.name}, html/{page.name}")
     write_index(out, chosen.name, data_name)
@@ -120,27 +100,54 @@ def run_report(
     return out
 
 
-def notebook_parameters(
-    profile: str,
-    data: str | Path | None,
-    device: str,
-    results: str | Path,
-    checkpoints: str | Path,
-    notebooks: Path,
-    train_missing: bool | None,
-) -> dict[str, object]:
+def execute_notebook(notebook: Path, folder: Path, parameters: dict[str, object]) -> Path:
+    """Run one notebook with papermill into FOLDER/NAME.ipynb (written beside, scrubbed of machine paths, then
+    renamed); a failing cell is one ReportError naming it, the partial copy kept as NAME.failed.ipynb."""
+    import papermill
+    from papermill.exceptions import PapermillExecutionError
+
+    target = folder / notebook.name
+    partial, failed = target.with_suffix(".partial.ipynb"), target.with_suffix(".failed.ipynb")
+    try:
+        papermill.execute_notebook(
+            str(notebook),
+            str(partial),
+            parameters=parameters,
+            kernel_name="python3",
+            cwd=str(notebook.parent),
+            progress_bar=False,
+            log_output=False,
+            extra_arguments=["--IPKernelApp.log_level=ERROR"],  # not its TCP-without-encryption warning
+        )
+    except PapermillExecutionError as error:
+        if partial.exists():
+            os.replace(partial, failed)
+        raise ReportError(
+            f"notebook {notebook.stem} failed in cell {error.cell_index} (execution count {error.exec_count}): "
+            f"{error.ename}: {error.evalue}\nthe partial executed notebook is {failed}"
+        ) from None
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+    scrub_notebook(partial)
+    os.replace(partial, target)
+    failed.unlink(missing_ok=True)
+    return target
+
+
+def notebook_parameters(request: ReportRequest) -> dict[str, object]:
     """The values papermill injects: the data named explicitly (so each executed notebook shows what it read;
     None for the built-in synthetic faces), every path relative to the notebooks' folder, where they run, so
     no machine's absolute path is written into the executed copies."""
-    synthetic = not data and not os.environ.get(DATA_ENV)
-    where = notebooks.resolve()
+    synthetic = not request.data and not os.environ.get(DATA_ENV)
+    where = request.source.resolve()
     return {
-        "profile": profile,
-        "data": None if synthetic else os.path.relpath(resolve_root(data).resolve(), where),
-        "device": device,
-        "results": os.path.relpath(Path(results).resolve(), where),
-        "checkpoints": os.path.relpath(Path(checkpoints).resolve(), where),
-        "train_missing": train_missing,
+        "profile": request.profile,
+        "data": None if synthetic else os.path.relpath(resolve_root(request.data).resolve(), where),
+        "device": request.device,
+        "results": os.path.relpath(Path(request.results).resolve(), where),
+        "checkpoints": os.path.relpath(Path(request.checkpoints).resolve(), where),
+        "train_missing": request.train_missing,
     }
 
 

@@ -322,8 +322,11 @@ def _mean_of(history: list[dict[str, Any]], column: str) -> float | None:
 def run_readme(summary: dict[str, Any]) -> str:
     best, final, config = summary["best"], summary["final"], summary["config"]
     line = "| {} | {} | {:.2f} | {:.2f} | {:.2f} | {:.2f} |"
-    rows = [line.format(name, s["iteration"], s["mIoU"], s["mF1"], s["mFscore_ref"], s["per_image_F"])
-            for name, s in (("best (by mF1)", best), ("final", final)) if s]  # fmt: skip
+    rows = [
+        line.format(name, s["iteration"], s["mIoU"], s["mF1"], s["mFscore_ref"], s["per_image_F"])
+        for name, s in (("best (by mF1)", best), ("final", final))
+        if s
+    ]
     return "\n".join(
         [
             f"# Run {summary['key']}",

@@ -155,14 +155,20 @@ def pack_runs(out: Path, results: Path, checkpoints: Path, keys: Sequence[str], 
             os.replace(out / f".{key}.pt", out / f"{key}.pt")
 
 
+def run_record(results: str | Path, key: str) -> dict[str, Any]:
+    """A run folder's config.json: its key, config, data fingerprint and what it started from (`init_run_key`)
+    or learnt from; empty when the folder or file is not here."""
+    path = run_folder(results, key) / "config.json"
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
 def lineage(results: str | Path, key: str) -> list[dict[str, Any]]:
     """The finished summaries of run `key` and of each run it was fine-tuned from (`init_run_key` in its
     config.json), newest first; stops where a stage is not in this cache."""
     stages: list[dict[str, Any]] = []
     while key and (summary := finished_summary(results, key)) is not None and len(stages) < 100:
         stages.append(summary)
-        record = json.loads((run_folder(results, key) / "config.json").read_text())
-        key = record.get("init_run_key")
+        key = run_record(results, key).get("init_run_key")
     return stages
 
 
@@ -271,9 +277,9 @@ class RunCache:
             )
         return shipped
 
-    def finished(self, fingerprint: str | None = None) -> Iterator[tuple[Run, Path]]:
-        """(run, its folder) of every finished run in the cache (`fingerprint`: only those trained on that data
-        and split), in key order; labelled by model."""
-        for folder, summary in finished_runs(self.results):
+    def finished(self, fingerprint: str | None = None) -> Iterator[Run]:
+        """Every finished run in the cache (`fingerprint`: only those trained on that data and split), in key
+        order, labelled by model."""
+        for _, summary in finished_runs(self.results):
             if fingerprint is None or summary.get("data", {}).get("fingerprint") == fingerprint:
-                yield read_run(self.results, summary), folder
+                yield read_run(self.results, summary)

@@ -6,7 +6,6 @@ sentence its model card prints); notebook 05 shows the shipped model (`inference
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from facelib.checkpoint import load_checkpoint
@@ -14,7 +13,7 @@ from facelib.config import RUNTIME_FIELDS
 from facelib.errors import ConfigError
 from facelib.profiles import TABLES, table_rows
 from facelib.report_rows import TableRows
-from facelib.runcache import Run
+from facelib.runcache import Run, run_record
 from facelib.tables import best_run, choice
 
 LONGER_RUN_FIELDS = ("model", "iterations", "val_interval", "cpu_bf16")
@@ -30,14 +29,14 @@ def longer_runs(rows: TableRows) -> list[Run]:
     field, _, fixed = TABLES["comparison"]
     base = rows.config("comparison", **{field: table_rows(rows.profile.name, "comparison")[0]}, **fixed)
     found, tunes = [], {}
-    for run, folder in rows.cache.finished(rows.cache.fingerprint(base)):
+    for run in rows.cache.finished(rows.cache.fingerprint(base)):
         config, samples = run.config, run.config.iterations * run.config.batch_size
         differs = {k for k, v in config.to_dict().items() if v != base.to_dict()[k]} - set(RUNTIME_FIELDS)
         if config.iterations > base.iterations and differs <= set(LONGER_RUN_FIELDS):
             run.label = f"{config.model}, {samples:,} samples" + (", CPU bf16" if config.cpu_bf16 else "")
             found.append(run)
         elif config.init_from and differs <= {*LONGER_RUN_FIELDS, *FINE_TUNE_FIELDS}:
-            parent = str(json.loads((folder / "config.json").read_text()).get("init_run_key"))
+            parent = str(run_record(rows.cache.results, run.key).get("init_run_key"))
             run.label = f"{config.model}, +{samples:,} samples at {config.crop_size} px from {parent.split('-')[-1]}"
             run.label += f", repeat factors {config.repeat_threshold:g}" * bool(config.repeat_threshold)
             tunes.setdefault(parent, []).append(run)
@@ -66,7 +65,7 @@ def inference_model(rows: TableRows) -> tuple[Run, Path, str]:
                 f"Model: the shipped `{shipped.name}` ({SHIPPED}): {made}, fp16 weights of its best checkpoint.",
             )
     mine = rows.cache.fingerprint(rows.config("comparison", **{field: table_rows(rows.profile.name, "comparison")[0]}))
-    other = next((run for run, _ in rows.cache.finished(mine) if run.key == key), None)
+    other = next((run for run in rows.cache.finished(mine) if run.key == key), None)
     if other is not None:
         config = other.config
         recipe = f"{config.iterations:,} iterations of batch {config.batch_size} at {config.crop_size} px, loss `{config.loss}`"

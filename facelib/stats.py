@@ -179,15 +179,19 @@ def write_stats(data: str | Path | None, split_file: str | Path | None, out: str
 
     dataset = load_dataset(data)
     split, split_file = load_or_make_split(dataset, split_file, out=out, seed=seed)
-    print(f"dataset {dataset.name}: {len(dataset.samples)} pairs ({len(split.train)} train / {len(split.val)} val), "
-          f"{len(dataset.test_images)} test images, split {split_file}")  # fmt: skip
+    print(
+        f"dataset {dataset.name}: {len(dataset.samples)} pairs ({len(split.train)} train / {len(split.val)} val), "
+        f"{len(dataset.test_images)} test images, split {split_file}"
+    )
     scanned = scan(dataset)
     classes = class_table(scanned, split)
     rgb = rgb_table(scanned, split.train + split.val)
     weights = class_weights(scanned.class_pixels[scanned.rows(split.train)])
     mean, std = normalization(scanned, split.train + split.val)
-    print(f"global mean {mean}, std {std} over train+val (each run normalises with this definition over its "
-          "own training split)")  # fmt: skip
+    print(
+        f"global mean {mean}, std {std} over train+val (each run normalises with this definition over its "
+        "own training split)"
+    )
     print(rgb.round(2).to_string(index=False))
     print(classes[["freq_train", "freq_val", "presence_train", "presence_val"]].round(4).to_string())
     tables, figures = Path(out) / "tables", Path(out) / "figures"

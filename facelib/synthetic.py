@@ -47,12 +47,10 @@ def _ellipse(cx: float, cy: float, rx: float, ry: float) -> list[float]:
     return [cx - rx, cy - ry, cx + rx, cy + ry]
 
 
-def draw_face(size: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, FaceParams]:
-    """Draw one face; return the RGB image (H, W, 3) uint8, its class-id mask (H, W) uint8 and its params."""
-    s = float(size)
+def _face_params(rng: np.random.Generator) -> FaceParams:
     profile = rng.random() < 0.2
     yaw = float(rng.uniform(0.8, 1.0) if profile else rng.uniform(-0.45, 0.45)) * float(rng.choice([-1, 1]))
-    params = FaceParams(
+    return FaceParams(
         yaw=yaw,
         roll=float(rng.uniform(-15, 15)),
         glasses=bool(rng.random() < 0.2),
@@ -61,9 +59,13 @@ def draw_face(size: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarr
         necklace=bool(rng.random() < 0.15),
         mouth_open=bool(rng.random() < 0.4),
     )
+
+
+def _colours(rng: np.random.Generator) -> dict[str, tuple[int, ...]]:
+    """The fill of each part (and of the background, `"background"`), drawn in a fixed order."""
     skin = _jitter(rng, tuple(int(v) for v in rng.choice([(224, 180, 150), (190, 140, 105), (120, 80, 60)])), 20)
     hair = _jitter(rng, tuple(int(v) for v in rng.choice([(40, 30, 25), (110, 70, 40), (200, 170, 110)])), 20)
-    colours = {
+    return {
         "skin": skin,
         "nose": tuple(max(c - 25, 0) for c in skin),
         "l_ear": tuple(max(c - 12, 0) for c in skin),
@@ -79,47 +81,85 @@ def draw_face(size: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarr
         "ear_r": (230, 200, 60),
         "neck_l": (220, 220, 230),
         "cloth": _jitter(rng, (90, 110, 90), 70),
+        "background": _jitter(rng, (150, 150, 150), 90),
     }
-    background = np.array(_jitter(rng, (150, 150, 150), 90), dtype=np.float32)
 
-    image = Image.new("RGB", (size, size), tuple(int(v) for v in background))
-    mask = Image.new("L", (size, size), 0)
-    paint_image, paint_mask = ImageDraw.Draw(image), ImageDraw.Draw(mask)
 
-    def paint(shape: str, xy, class_name: str, colour: str | None = None, **kw) -> None:
-        fill = colours[colour or class_name]
-        getattr(paint_image, shape)(xy, fill=fill, **kw)
-        getattr(paint_mask, shape)(xy, fill=C[class_name], **kw)
+class _Canvas:
+    """A photo and its mask painted together: each shape in a part's colour and, in the mask, its class id."""
 
-    cx = s / 2 + rng.uniform(-0.05, 0.05) * s
-    cy = s * 0.47 + rng.uniform(-0.04, 0.04) * s
-    a = s * rng.uniform(0.16, 0.21)  # face half-width
-    b = a * rng.uniform(1.25, 1.4)  # face half-height
-    fx = cx + yaw * a * 0.45  # the features' centre line moves with the turn
+    def __init__(self, size: int, colours: dict[str, tuple[int, ...]]) -> None:
+        self.size, self.colours = size, colours
+        self.background = np.array(colours["background"], dtype=np.float32)
+        self.image = Image.new("RGB", (size, size), tuple(int(v) for v in self.background))
+        self.mask = Image.new("L", (size, size), 0)
+        self.on_image, self.on_mask = ImageDraw.Draw(self.image), ImageDraw.Draw(self.mask)
+
+    def paint(self, shape: str, xy, class_name: str, colour: str | None = None, **kw) -> None:
+        getattr(self.on_image, shape)(xy, fill=self.colours[colour or class_name], **kw)
+        getattr(self.on_mask, shape)(xy, fill=C[class_name], **kw)
+
+    def finish(
+        self, roll: float, centre: tuple[float, float], rng: np.random.Generator
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Roll the whole head, put the background back where rotation left holes, add noise and blur."""
+        size = self.size
+        image = self.image.rotate(roll, resample=Image.BILINEAR, center=centre)
+        mask = self.mask.rotate(roll, resample=Image.NEAREST, center=centre, fillcolor=0)
+        ids = np.array(mask, dtype=np.uint8)
+        pixels = np.array(image, dtype=np.float32)
+        gradient = np.linspace(-25, 25, size, dtype=np.float32)[:, None, None]
+        pixels[ids == 0] = (self.background + gradient + np.zeros((size, size, 3), np.float32))[ids == 0]
+        pixels += rng.normal(0, 6, pixels.shape).astype(np.float32)
+        picture = Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)).filter(ImageFilter.GaussianBlur(0.8))
+        return np.array(picture), ids
+
+
+@dataclass(frozen=True)
+class _Pose:
+    """Where one face sits: centre, half-width and half-height, the turn, and the features' centre line."""
+
+    cx: float
+    cy: float
+    a: float
+    b: float
+    yaw: float
+
+    @classmethod
+    def draw(cls, size: int, yaw: float, rng: np.random.Generator) -> _Pose:
+        s = float(size)
+        cx = s / 2 + rng.uniform(-0.05, 0.05) * s
+        cy = s * 0.47 + rng.uniform(-0.04, 0.04) * s
+        a = s * rng.uniform(0.16, 0.21)  # face half-width
+        return cls(cx, cy, a, a * rng.uniform(1.25, 1.4), yaw)
+
+    @property
+    def fx(self) -> float:
+        return self.cx + self.yaw * self.a * 0.45  # the features' centre line moves with the turn
 
     # Person's right side is the image's left; yaw > 0 hides/compresses the image's right (far) side.
-    def side_offset(distance: float, image_side: int) -> float:
-        far = (yaw > 0 and image_side > 0) or (yaw < 0 and image_side < 0)
-        return image_side * distance * (1 - 0.7 * abs(yaw) if far else 1 + 0.15 * abs(yaw))
+    def far(self, image_side: int) -> bool:
+        return (self.yaw > 0 and image_side > 0) or (self.yaw < 0 and image_side < 0)
 
-    far_ear_hidden = abs(yaw) > 0.3
-    far_eye_hidden = abs(yaw) > 0.75
+    def side_offset(self, distance: float, image_side: int) -> float:
+        turn = abs(self.yaw)
+        return image_side * distance * (1 - 0.7 * turn if self.far(image_side) else 1 + 0.15 * turn)
 
-    def visible(image_side: int, hidden: bool) -> bool:
-        far = (yaw > 0 and image_side > 0) or (yaw < 0 and image_side < 0)
-        return not (far and hidden)
 
-    # Back to front: hair (long hair falls behind the shoulders), then neck, necklace and cloth over it.
+def _paint_head(canvas: _Canvas, pose: _Pose, params: FaceParams, rng: np.random.Generator) -> None:
+    """Back to front: hair (long hair falls behind the shoulders), then neck, necklace and cloth over it, the
+    ears (the far one hidden when the head is turned), the face and a hat."""
+    paint, cx, cy, a, b, yaw = canvas.paint, pose.cx, pose.cy, pose.a, pose.b, pose.yaw
     paint("ellipse", _ellipse(cx - yaw * a * 0.1, cy - b * 0.2, a * 1.22, b * 1.02), "hair")
     if rng.random() < 0.5:
         paint("rectangle", [cx - a * 1.2, cy - b * 0.2, cx + a * 1.2, cy + b * 1.1], "hair")
     paint("rectangle", [cx - a * 0.5, cy + b * 0.5, cx + a * 0.5, cy + b * 1.35], "neck")
     if params.necklace:
         paint("rectangle", [cx - a * 0.5, cy + b * 1.12, cx + a * 0.5, cy + b * 1.2], "neck_l")
-    shoulders = [(cx - a * 0.7, cy + b * 1.25), (cx + a * 0.7, cy + b * 1.25), (cx + a * 2.2, s), (cx - a * 2.2, s)]
-    paint("polygon", shoulders, "cloth")
+    shoulders = [(cx - a * 0.7, cy + b * 1.25), (cx + a * 0.7, cy + b * 1.25), (cx + a * 2.2, canvas.size)]
+    paint("polygon", [*shoulders, (cx - a * 2.2, canvas.size)], "cloth")
     for image_side, ear in ((+1, "l_ear"), (-1, "r_ear")):
-        if not visible(image_side, far_ear_hidden):
+        if pose.far(image_side) and abs(yaw) > 0.3:
             continue
         ex = cx + image_side * a * (0.97 + 0.1 * abs(yaw))
         paint("ellipse", _ellipse(ex, cy - b * 0.02, a * 0.17, b * 0.2), ear, colour="l_ear")
@@ -129,40 +169,47 @@ def draw_face(size: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarr
     if params.hat:
         paint("chord", _ellipse(cx, cy - b * 0.45, a * 1.3, b * 0.8), "hat", start=180, end=360)
 
-    # Features on the face.
+
+def _paint_features(canvas: _Canvas, pose: _Pose, params: FaceParams) -> None:
+    """Brows, eyes (the far ones hidden in profile) and glasses, nose, lips and an open mouth."""
+    paint, cy, a, b, yaw, fx = canvas.paint, pose.cy, pose.a, pose.b, pose.yaw, pose.fx
     eye_y, eye_rx, eye_ry = cy - b * 0.12, a * 0.17, a * 0.075
     for image_side, eye, brow in ((+1, "l_eye", "l_brow"), (-1, "r_eye", "r_brow")):
-        if not visible(image_side, far_eye_hidden):
+        if pose.far(image_side) and abs(yaw) > 0.75:
             continue
-        ex = fx + side_offset(a * 0.42, image_side)
+        ex = fx + pose.side_offset(a * 0.42, image_side)
         squeeze = 1 - 0.5 * abs(yaw) if (yaw * image_side) > 0 else 1.0
-        paint("rectangle", [ex - eye_rx * 1.2 * squeeze, eye_y - b * 0.2, ex + eye_rx * 1.2 * squeeze,
-                                  eye_y - b * 0.14], brow, colour="brow")  # fmt: skip
+        brow_rx = eye_rx * 1.2 * squeeze
+        paint("rectangle", [ex - brow_rx, eye_y - b * 0.2, ex + brow_rx, eye_y - b * 0.14], brow, colour="brow")
         if params.glasses:
             paint("ellipse", _ellipse(ex, eye_y, eye_rx * 1.7 * squeeze, eye_ry * 3.2), "eye_g")
         paint("ellipse", _ellipse(ex, eye_y, eye_rx * squeeze, eye_ry), eye, colour="eye")
     if params.glasses:
         paint("rectangle", [fx - a * 0.12, eye_y - a * 0.02, fx + a * 0.12, eye_y + a * 0.02], "eye_g")
-    nose_tip = fx + yaw * a * 0.25
-    paint("polygon", [(fx - a * 0.04, eye_y + b * 0.05), (fx + a * 0.04, eye_y + b * 0.05),
-                              (nose_tip + a * 0.14, cy + b * 0.28), (nose_tip - a * 0.14, cy + b * 0.28)],
-          "nose")  # fmt: skip
+    tip, bridge = fx + yaw * a * 0.25, eye_y + b * 0.05
+    nose = [
+        (fx - a * 0.04, bridge),
+        (fx + a * 0.04, bridge),
+        (tip + a * 0.14, cy + b * 0.28),
+        (tip - a * 0.14, cy + b * 0.28),
+    ]
+    paint("polygon", nose, "nose")
     mouth_y, lip_rx, lip_ry = cy + b * 0.52, a * 0.3 * (1 - 0.3 * abs(yaw)), b * 0.09
     paint("chord", _ellipse(fx, mouth_y, lip_rx, lip_ry), "u_lip", start=180, end=360)
     paint("chord", _ellipse(fx, mouth_y, lip_rx, lip_ry * 1.2), "l_lip", start=0, end=180)
     if params.mouth_open:
         paint("ellipse", _ellipse(fx, mouth_y, lip_rx * 0.7, lip_ry * 0.45), "mouth")
 
-    # Roll the whole head, then put the background back where rotation left holes.
-    image = image.rotate(params.roll, resample=Image.BILINEAR, center=(cx, cy))
-    mask = mask.rotate(params.roll, resample=Image.NEAREST, center=(cx, cy), fillcolor=0)
-    ids = np.array(mask, dtype=np.uint8)
-    pixels = np.array(image, dtype=np.float32)
-    gradient = np.linspace(-25, 25, size, dtype=np.float32)[:, None, None]
-    pixels[ids == 0] = (background + gradient + np.zeros((size, size, 3), np.float32))[ids == 0]
-    pixels += rng.normal(0, 6, pixels.shape).astype(np.float32)
-    picture = Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)).filter(ImageFilter.GaussianBlur(0.8))
-    return np.array(picture), ids, params
+
+def draw_face(size: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, FaceParams]:
+    """Draw one face; return the RGB image (H, W, 3) uint8, its class-id mask (H, W) uint8 and its params."""
+    params = _face_params(rng)
+    canvas = _Canvas(size, _colours(rng))
+    pose = _Pose.draw(size, params.yaw, rng)
+    _paint_head(canvas, pose, params, rng)
+    _paint_features(canvas, pose, params)
+    image, mask = canvas.finish(params.roll, (pose.cx, pose.cy), rng)
+    return image, mask, params
 
 
 def write_synthetic_dataset(

@@ -84,8 +84,9 @@ def leader(frame: pd.DataFrame, metric: str, noise: Noise, column: str | None = 
     )
 
 
-def findings(frame: pd.DataFrame, pairs: Sequence[tuple[str, str]], noise: Noise, metric: str = "mF1",
-             column: str | None = None) -> str:  # fmt: skip
+def findings(
+    frame: pd.DataFrame, pairs: Sequence[tuple[str, str]], noise: Noise, metric: str = "mF1", column: str | None = None
+) -> str:
     """The table's comparisons and its leader as a Markdown list, each measured against the noise."""
     lines = [compare(frame, a, b, metric, noise, column) for a, b in pairs if a in frame.index and b in frame.index]
     return "\n".join(f"- {line}" for line in [*lines, leader(frame, metric, noise, column)])
@@ -188,8 +189,17 @@ def comparison_table(
     return pd.DataFrame(rows).set_index("model")
 
 
-ACCURACY_COLUMNS = ("iterations", "batch", "best at", *HEADLINE, "aAcc", "mIoU flip-TTA", "mF1 flip-TTA",
-                    "reference mIoU", "reference mFscore")  # fmt: skip
+ACCURACY_COLUMNS = (
+    "iterations",
+    "batch",
+    "best at",
+    *HEADLINE,
+    "aAcc",
+    "mIoU flip-TTA",
+    "mF1 flip-TTA",
+    "reference mIoU",
+    "reference mFscore",
+)
 """Table 4 is shown in two parts that fit a page: accuracy (these columns) and cost (the rest)."""
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import ast
 import json
 import os
+from dataclasses import replace
 from pathlib import Path
 
 import nbformat
@@ -21,7 +22,7 @@ from facelib.errors import ConfigError, ReportError
 from facelib.labels import CLASS_NAMES
 from facelib.losses import LOSS_PRESETS
 from facelib.profiles import AUGMENTATION_ROWS, LOSS_ROWS, PROFILES, get_profile
-from facelib.report_build import NOTEBOOKS, default_notebooks_dir, run_report, select
+from facelib.report_build import NOTEBOOKS, ReportRequest, default_notebooks_dir, run_report, select
 from facelib.runcache import Run
 from facelib.tables import Noise, ablation_table, compare, findings, leader, overfitting, styled, widths_table
 
@@ -179,7 +180,7 @@ def test_a_failing_notebook_is_named_with_its_cell_and_kept(tmp_path, synthetic_
     nbformat.write(_notebook([parameters, "x = 1", "raise ValueError('boom in cell two')"]),
                    folder / "01_data_stats.ipynb")  # fmt: skip
     with pytest.raises(ReportError, match=r"01_data_stats failed in cell \d.*boom in cell two") as error:
-        run_report("smoke", synthetic_root, only="01", results=tmp_path / "results", notebooks=folder, log=print)
+        run_report(ReportRequest("smoke", synthetic_root, only="01", results=tmp_path / "results", notebooks=folder))
     failed = tmp_path / "results" / "smoke" / "notebooks" / "01_data_stats.failed.ipynb"
     assert str(failed) in str(error.value) and failed.exists()
     kept = nbformat.read(failed, as_version=4)
@@ -232,7 +233,9 @@ def smoke_data(synthetic_root, tmp_path_factory) -> str:
 def smoke(tmp_path_factory, smoke_data) -> Path:
     """The whole series in the smoke profile, in a temporary results root."""
     base = tmp_path_factory.mktemp("report")
-    return run_report("smoke", smoke_data, "cpu", results=base / "results", checkpoints=base / "checkpoints")
+    return run_report(
+        ReportRequest("smoke", smoke_data, "cpu", results=base / "results", checkpoints=base / "checkpoints")
+    )
 
 
 def _table(smoke: Path, name: str) -> pd.DataFrame:
@@ -317,15 +320,8 @@ def test_smoke_pages_stand_alone_and_the_index_links_them(smoke):
 
 def test_smoke_report_reuses_the_run_cache(smoke, smoke_data):
     before = _table(smoke, "table1_augmentation")
-    run_report(
-        "smoke",
-        smoke_data,
-        "cpu",
-        only="02",
-        results=smoke.parent,
-        checkpoints=smoke.parent.parent / "checkpoints",
-        train_missing=False,
-    )
+    request = ReportRequest("smoke", smoke_data, "cpu", "02", smoke.parent, smoke.parent.parent / "checkpoints")
+    run_report(replace(request, train_missing=False))
     pd.testing.assert_frame_equal(before, _table(smoke, "table1_augmentation"))
 
 

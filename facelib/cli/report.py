@@ -9,11 +9,10 @@ from facelib.cli.common import DATA_HELP, TRAIN_MISSING_HELP
 
 
 def report(args: argparse.Namespace) -> list[Path]:
-    from facelib.report_build import run_report  # lazy: --help stays fast
+    from facelib.report_build import ReportRequest, run_report  # lazy: --help stays fast
 
-    out = run_report(
-        args.profile, args.data, args.device, args.only, args.out, args.checkpoints, args.notebooks, args.train_missing
-    )
+    fields = ("profile", "data", "device", "only", "out", "checkpoints", "notebooks", "train_missing")
+    out = run_report(ReportRequest(*(getattr(args, name) for name in fields)))
     return [out / "README.md", out / "html" / "index.html"]
 
 

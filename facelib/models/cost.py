@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import statistics
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import torch
@@ -32,6 +33,7 @@ def inference_flops(model: Segmenter, size: int = 512) -> int:
 
 @contextmanager
 def cpu_threads(threads: int) -> Iterator[None]:
+    """Run the block with this many torch intra-op threads, restoring the number before."""
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
@@ -40,18 +42,33 @@ def cpu_threads(threads: int) -> Iterator[None]:
         torch.set_num_threads(previous)
 
 
+def timed(run: Callable[[], Any], repeats: int, warmup: int, sync: Callable[[], None]) -> list[float]:
+    """Wall time in seconds of each of `repeats` calls after `warmup` untimed ones (synchronised): the one clock
+    every latency and speed in facelib is read from (eager and ONNX inference, the anchor, training steps)."""
+    for _ in range(warmup):
+        run()
+    sync()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        run()
+        sync()
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def synchronizer(device: torch.device) -> Callable[[], None]:
+    """What `timed` waits on after each call: the GPU's queue on CUDA, nothing on a CPU."""
+    return (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
+
+
 def cpu_latency_ms(model: Segmenter, size: int = 512, threads: int = 2, repeats: int = 5, warmup: int = 2) -> float:
     """Median wall time of an eval-mode forward pass on a 1x3xSxS input (PyTorch eager, float32)."""
     model.eval()
     x = torch.randn(1, 3, size, size)
-    times = []
     with cpu_threads(threads), torch.inference_mode():
-        for i in range(warmup + repeats):
-            start = time.perf_counter()
-            model(x)
-            if i >= warmup:
-                times.append((time.perf_counter() - start) * 1000)
-    return statistics.median(times)
+        times = timed(lambda: model(x), repeats, warmup, lambda: None)
+    return 1000 * statistics.median(times)
 
 
 def model_table(
@@ -104,8 +121,10 @@ def write_models_table(
     names = [model_spec(name).name for name in only.split(",")] if only else list(MODELS)
     table = model_table(names, size, threads, repeats, latency=latency)
     print(table.to_string(float_format="{:.2f}".format, line_width=200))
-    print(f"cap: fewer than {PARAMETER_CAP:,} trainable parameters (fits_cap counts auxiliary heads, as facelib "
-          f"does; fits_cap_deployed counts backbone + decode head, as the reference did)")  # fmt: skip
+    print(
+        f"cap: fewer than {PARAMETER_CAP:,} trainable parameters (fits_cap counts auxiliary heads, as facelib "
+        f"does; fits_cap_deployed counts backbone + decode head, as the reference did)"
+    )
     stem = "models" if size == 512 and not only else f"models_{size}px" + ("_subset" if only else "")
     note = f"{table_note(size, threads, repeats)} {provenance('none (untrained models, random weights)')}"
     title = f"Models: parameters, FLOPs and CPU latency at {size}x{size}"

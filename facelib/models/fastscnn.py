@@ -15,7 +15,7 @@ from facelib.models.common import (
     init_weights,
     resize,
     separable_conv,
-)  # fmt: skip
+)
 
 
 class InvertedResidual(nn.Module):
