@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
 import re
 import subprocess
 import sys
@@ -86,3 +88,20 @@ def test_readme_is_a_short_guide_and_every_docs_link_resolves():
         for target in re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", page.read_text(encoding="utf-8")):
             if not target.startswith(("http:", "https:", "mailto:")):
                 assert (page.parent / target).exists(), f"{page.name}: link {target} does not resolve"
+
+
+def test_every_facelib_name_the_docs_cite_exists():
+    """`facelib.module` or `facelib.module.name` in the README, CONTRIBUTING and docs/ names real code."""
+    missing = []
+    for page in [ROOT / "README.md", ROOT / "CONTRIBUTING.md", *sorted((ROOT / "docs").glob("*.md"))]:
+        for cited in re.findall(r"`(facelib(?:\.[A-Za-z_]+)+)`", page.read_text(encoding="utf-8")):
+            target = importlib.import_module("facelib")
+            for name in cited.split(".")[1:]:  # a submodule, else an attribute, one name at a time
+                attribute = getattr(target, name, None)
+                module = f"{getattr(target, '__name__', '')}.{name}"
+                if attribute is None and hasattr(target, "__path__") and importlib.util.find_spec(module):
+                    attribute = importlib.import_module(module)
+                target = attribute
+            if target is None:
+                missing.append(f"{page.name}: {cited}")
+    assert not missing, missing
