@@ -34,7 +34,7 @@ from facelib.labels import overlay as blend
 from facelib.metrics import Metrics
 from facelib.outputs import atomic_path, provenance, shown_path, shown_paths, write_table, write_text
 from facelib.photos import photo_paths, read_photo
-from facelib.tta import evaluate_model, predict_labels, probabilities, views
+from facelib.tta import confusion_over, predict_labels, probabilities, views
 
 # --- checkpoints ---------------------------------------------------------------------------------------
 
@@ -118,7 +118,7 @@ def evaluate(
     loader = torch.utils.data.DataLoader(
         evaluation_set, batch_size=batch_size, num_workers=workers, collate_fn=collate_eval
     )
-    matrix = evaluate_model(model, loader, target, amp=target.type == "cuda", tta=tta)
+    matrix = confusion_over(model, loader, target, amp=target.type == "cuda", tta=tta)
     confusion = matrix.mat.cpu().numpy()
     return Evaluation(matrix.compute(), confusion, len(evaluation_set), tta, corrected_labels, size)
 

@@ -60,7 +60,7 @@ from facelib.run import (
 )
 from facelib.sampling import TrainBatches, repeat_factors
 from facelib.stats import class_weights
-from facelib.tta import evaluate_model
+from facelib.tta import confusion_over
 
 CPU = torch.device("cpu")
 
@@ -341,11 +341,11 @@ def _validate(ctx: RunContext, parts: Parts, progress: Progress, loader, row: di
     """Score the kept weights (and, with a moving average, the trained ones) on the validation split into
     `row`; the best by mF1 becomes best.pt."""
     config, start = ctx.config, time.perf_counter()
-    matrix = evaluate_model(parts.scored(), loader, ctx.device, amp=config.amp)
+    matrix = confusion_over(parts.scored(), loader, ctx.device, amp=config.amp)
     metrics = matrix.compute()
     row.update(metrics.summary(), val_s=time.perf_counter() - start)
     if parts.average is not None:  # the trained weights too, for the average's paired effect
-        trained = evaluate_model(parts.model, loader, ctx.device, amp=config.amp).compute().summary()
+        trained = confusion_over(parts.model, loader, ctx.device, amp=config.amp).compute().summary()
         row.update({f"trained_{k}": trained[k] for k in ("mIoU", "mF1", "per_image_F")})
     parts.network.train()
     progress.final = scores_at(row["iteration"], metrics, matrix.mat.cpu())

@@ -121,7 +121,7 @@ def _averaged(resized: Iterable[torch.Tensor], softmax: bool) -> torch.Tensor:
 
 
 @torch.no_grad()
-def evaluate_model(
+def confusion_over(
     model: torch.nn.Module, loader: Iterable, device: torch.device, amp: bool = False, tta: str = "none"
 ) -> ConfusionMatrix:
     """Confusion matrix of a model over a loader of (normalised images, original-size masks); all-reduced
