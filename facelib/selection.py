@@ -13,7 +13,7 @@ from facelib.config import RUNTIME_FIELDS
 from facelib.errors import ConfigError
 from facelib.profiles import TABLES, table_rows
 from facelib.report_rows import TableRows
-from facelib.runcache import Run, run_record
+from facelib.runcache import Run, finished_summary, read_run, run_record
 from facelib.tables import best_run, choice
 
 LONGER_RUN_FIELDS = ("model", "iterations", "val_interval", "cpu_bf16")
@@ -65,8 +65,9 @@ def inference_model(rows: TableRows) -> tuple[Run, Path, str]:
                 f"Model: the shipped `{shipped.name}` ({SHIPPED}): {made}, fp16 weights of its best checkpoint.",
             )
     mine = rows.cache.fingerprint(rows.config("comparison", **{field: table_rows(rows.profile.name, "comparison")[0]}))
-    other = next((run for run in rows.cache.finished(mine) if run.key == key), None)
-    if other is not None:
+    summary = finished_summary(rows.cache.results, key)
+    if summary is not None and summary.get("data", {}).get("fingerprint") == mine:
+        other = read_run(rows.cache.results, summary)
         config = other.config
         recipe = f"{config.iterations:,} iterations of batch {config.batch_size} at {config.crop_size} px, loss `{config.loss}`"
         return (
