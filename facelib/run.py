@@ -252,11 +252,11 @@ class Window:
     wait_s: float = 0.0
     start: float = field(default_factory=time.perf_counter)
 
-    def row(self, done: int, lr: float) -> dict[str, Any]:
+    def row(self, key: str, done: int, lr: float) -> dict[str, Any]:
         """The interval's line of metrics.csv (before validation adds its scores)."""
         seconds, mean_loss = time.perf_counter() - self.start, float(self.loss) / self.steps
         if not math.isfinite(mean_loss):
-            raise FloatingPointError(f"training loss became {mean_loss} before iteration {done}")
+            raise FloatingPointError(f"run {key}: training loss became {mean_loss} before iteration {done}")
         speed = {"images_per_s": self.images / seconds, "data_wait_share": self.wait_s / seconds}
         return {"iteration": done, "lr": lr, "train_loss": mean_loss, **speed, "window_s": seconds}
 

@@ -13,7 +13,7 @@ import tarfile
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -180,14 +180,13 @@ class RunCache:
     are wanted); `no_training_here`: why no run may train on this machine even so (a GPU profile on a CPU), or
     None; `deadline` (time.monotonic): no run starts after it and the one in progress stops at a checkpoint.
     A finished run is used as it is, checkpoint or not; retraining it for its checkpoint writes only the
-    checkpoint, never its committed run folder. `used` lists every run handed out, in order."""
+    checkpoint, never its committed run folder."""
 
     results: Path
     checkpoints: Path
     train_missing: bool = False
     no_training_here: str | None = None
     deadline: float | None = None
-    used: list[Run] = field(default_factory=list)
 
     def fingerprint(self, config: TrainConfig) -> str:
         """The content fingerprint of the data and split `config` trains on."""
@@ -240,7 +239,6 @@ class RunCache:
             f"{label}: run {key} "
             + (f"trained in {summary['train_wall_s']:.0f} s" if trained else "found in the run cache")
         )
-        self.used.append(run)
         return run
 
     def _train(self, config: TrainConfig, retrain: bool, left: float | None) -> dict[str, Any]:

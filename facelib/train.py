@@ -393,10 +393,7 @@ def _train_run(
         if at_interval or done == stop:  # end of an interval: log, validate, keep best and last checkpoints
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
-            try:
-                row = window.row(done, parts.scheduler.get_last_lr()[0])
-            except FloatingPointError as error:
-                raise FloatingPointError(f"run {ctx.key}: {error}") from None
+            row = window.row(ctx.key, done, parts.scheduler.get_last_lr()[0])
             progress.elapsed_s += row.pop("window_s")
             if at_interval:
                 _validate(ctx, parts, progress, val_loader, row)
