@@ -215,7 +215,9 @@ SHORT_FLAGS = {"crop_size": "--crop", "batch_size": "--batch"}
 def field_help() -> dict[str, str]:
     """Each TrainConfig field's help text: the comment written beside it in this file."""
     source = inspect.getsource(TrainConfig)
-    return dict(re.findall(r"^    (\w+): [^\n=]+= [^\n#]+#\s*(.+)$", source, flags=re.M))
+    one_line = re.findall(r"^    (\w+): [^\n=]+= [^\n#]+#\s*(.+)$", source, flags=re.M)
+    wrapped = re.findall(r"^    (\w+): [^\n=]+= \(\n\s+[^\n#]+#\s*(.+)$", source, flags=re.M)  # "= (", value  # text
+    return dict(one_line + wrapped)
 
 
 def add_config_flags(parser: argparse.ArgumentParser, skip: tuple[str, ...] = ()) -> None:

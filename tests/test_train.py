@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 import os
@@ -18,7 +19,7 @@ import torch
 
 from facelib.averaging import WeightAverage
 from facelib.checkpoint import load_checkpoint, model_from_checkpoint
-from facelib.config import TrainConfig, preset_config
+from facelib.config import TrainConfig, field_help, preset_config
 from facelib.errors import ConfigError, RunBusyError
 from facelib.outputs import exclusive, shown_path
 from facelib.run import identify, run_key
@@ -45,6 +46,12 @@ def test_config_rejects_bad_values_with_the_valid_choices():
 def test_config_round_trips_through_json():
     config = TrainConfig(model="bisenetv2_xs", loss={"ce": 1.0, "dice": 0.5}, model_overrides={}, data=Path("/x"))
     assert TrainConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
+
+
+def test_every_config_field_has_the_help_text_written_beside_it():
+    helps = field_help()
+    assert [f.name for f in dataclasses.fields(TrainConfig) if not helps.get(f.name)] == []
+    assert helps["teacher"].startswith("distil from this inference checkpoint")  # a default the formatter wrapped
 
 
 def test_run_key_ignores_where_a_run_happens_but_not_what_it_computes():
