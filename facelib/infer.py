@@ -36,12 +36,6 @@ from facelib.outputs import atomic_path, provenance, shown_path, shown_paths, wr
 from facelib.photos import photo_paths, read_photo
 from facelib.tta import confusion_over, predict_labels, probabilities, views
 
-# --- checkpoints ---------------------------------------------------------------------------------------
-
-
-# --- prediction core -------------------------------------------------------------------------------
-
-
 # --- evaluation ------------------------------------------------------------------------------------
 
 
@@ -129,6 +123,27 @@ def check_input_size(size: int | None) -> None:
         raise ConfigError(f"input size must be a positive multiple of 32 (the models' stride), got {size}")
 
 
+def evaluation_name(split: str = "val", tta: str = "none", corrected_labels: bool = False, variant: str = "") -> str:
+    """The file stem an evaluation is stored under beside its run: eval-SPLIT-tta_T[-corrected][VARIANT], the
+    variant naming what was scored when it is not the run's best.pt at its own size (-in384, -onnx_int8, -fp16)."""
+    return f"eval-{split}-tta_{tta}" + ("-corrected" if corrected_labels else "") + variant
+
+
+def stored_evaluation(
+    results: str | Path,
+    key: str,
+    split: str = "val",
+    tta: str = "none",
+    corrected_labels: bool = False,
+    variant: str = "",
+) -> dict[str, Any] | None:
+    """An evaluation stored beside run `key` by `save_evaluation` (`facelib eval`), or None when there is none."""
+    import json
+
+    stored = Path(results) / "runs" / key / f"{evaluation_name(split, tta, corrected_labels, variant)}.json"
+    return json.loads(stored.read_text()) if stored.exists() else None
+
+
 def save_evaluation(
     result: Evaluation, checkpoint: str | Path, data: str | Path | None, split: str, out: str | Path = "results"
 ) -> list[Path]:
@@ -140,20 +155,21 @@ def save_evaluation(
     content, _, _ = load_model(checkpoint)
     key = content.get("run_key") or checkpoint.stem
     labels = "audit-corrected" if result.corrected_labels else "original"
-    variant = f"eval-{split}-tta_{result.tta}" + ("-corrected" if result.corrected_labels else "")
+    variant = ""
     if result.input_size != int(content["input_size"]):
         variant += f"-in{result.input_size}"
     if checkpoint.suffix == ".onnx":
         variant += f"-onnx_{content['precision']}"
     elif content.get("weights_dtype") == "float16":  # a shipped file (facelib.ship): scored apart from best.pt
         variant += "-fp16"
+    name = evaluation_name(split, result.tta, result.corrected_labels, variant)
     folder = Path(out) / "runs" / key
     note = (
         provenance(f"{data or 'default'} ({split} split, {labels} labels)") + f" Checkpoint {shown_path(checkpoint)}."
     )
     record = {"checkpoint": shown_path(checkpoint), "split": split, **result.to_dict(), "provenance": note}
-    written = [write_text(folder / f"{variant}.json", shown_paths(json.dumps(record, indent=1)) + "\n")]
-    written += write_table(result.per_class(), folder / f"{variant}_per_class", f"Per-class scores: {key}", note)
+    written = [write_text(folder / f"{name}.json", shown_paths(json.dumps(record, indent=1)) + "\n")]
+    written += write_table(result.per_class(), folder / f"{name}_per_class", f"Per-class scores: {key}", note)
     return written
 
 

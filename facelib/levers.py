@@ -16,6 +16,7 @@ from pathlib import Path
 import pandas as pd
 
 from facelib.checkpoint import load_checkpoint
+from facelib.infer import stored_evaluation
 from facelib.report_rows import TableRows
 from facelib.runcache import Run, lineage, read_run
 
@@ -73,7 +74,15 @@ def _trained_scores(run: Run) -> dict[str, float | int]:
     return {"iteration": int(best["iteration"]), **{m: float(best[f"trained_{m}"]) for m in SCORES}}
 
 
-def _row(label: str, run: Run, scores: dict, per_class: dict | None) -> dict[str, object]:
+def held_out_scores(results: Path, run: Run) -> dict[str, float | None]:
+    """The best checkpoint's mIoU on the training photos and on validation against the audit-corrected labels,
+    where `facelib eval KEY --split train` and `facelib eval KEY --corrected-labels` stored them (else None)."""
+    train = stored_evaluation(results, run.key, "train")
+    corrected = stored_evaluation(results, run.key, "val", corrected_labels=True)
+    return {"train mIoU": train and train["mIoU"], "corrected mIoU": corrected and corrected["mIoU"]}
+
+
+def _row(label: str, run: Run, scores: dict, per_class: dict | None, held_out: dict) -> dict[str, object]:
     config = run.config
     return {
         "lever": label,
@@ -82,22 +91,25 @@ def _row(label: str, run: Run, scores: dict, per_class: dict | None) -> dict[str
         "precision": "bf16" if config.cpu_bf16 else "float32",
         "best at": scores["iteration"],
         **{m: scores[m] for m in SCORES},
+        **held_out,
         **{f"{name} IoU": (per_class or {}).get(cls, {}).get("IoU") for cls, name in RARE.items()},
         "images/s": run.summary["images_per_s"],
         "trained on": run.summary["device"].split(";")[0],
     }
 
 
-def lever_table(runs: Sequence[Run], noise_rows: tuple[str, str]) -> tuple[pd.DataFrame, Spread | None]:
+def lever_table(rows: TableRows, runs: Sequence[Run]) -> tuple[pd.DataFrame, Spread | None]:
     """One row per lever run (and per averaged run's trained weights), with each headline metric's change from
-    the mean of the two seed rows; and the spread between those two (None when either is missing)."""
-    rows = []
+    the mean of the profile's two seed rows (`lever_noise`); and the spread between those two (None when either
+    is missing). The best checkpoint's stored train-split and corrected-label scores sit beside them."""
+    noise_rows, lines = rows.profile.lever_noise, []
     for run in runs:
         best = run.summary["best"]
-        rows.append(_row(run.label, run, best, best.get("per_class")))
+        lines.append(_row(run.label, run, best, best.get("per_class"), held_out_scores(rows.cache.results, run)))
         if run.config.ema_decay and "trained_mF1" in run.metrics:
-            rows.append(_row(run.label + TRAINED, run, _trained_scores(run), None))
-    table = pd.DataFrame(rows).set_index("lever")
+            unscored = {"train mIoU": None, "corrected mIoU": None}  # the checkpoint holds the average
+            lines.append(_row(run.label + TRAINED, run, _trained_scores(run), None, unscored))
+    table = pd.DataFrame(lines).set_index("lever")
     if not set(noise_rows) <= set(table.index):
         return table, None
     pair = table.loc[list(noise_rows), list(SCORES)]

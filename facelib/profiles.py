@@ -45,6 +45,11 @@ CPU_PROXY = {
 on an AVX512-BF16 machine in bf16), the first stage of the shipped recipe cut to a fifth of its samples."""
 
 
+SHIPPED_TEACHER = "models/facelib-best.pt"
+"""A lever row's teacher: the shipped model, named under the results root (`TableRows.config` resolves it) and
+keyed by its content, so shipping another model leaves the row to be trained again."""
+
+
 @dataclass(frozen=True)
 class Profile:
     """Sizes of one report. `common` holds TrainConfig fields shared by every run; each table adds its own."""
@@ -56,7 +61,9 @@ class Profile:
     loss: Mapping[str, Any]  # Table 2: rows vary `loss`
     comparison: Mapping[str, Any]  # Table 4: rows vary `model`
     levers: Mapping[str, Any] = field(default_factory=dict)  # notebook 06's proxy run: every lever row starts from it
-    lever_rows: tuple[tuple[str, Mapping[str, Any]], ...] = ()  # (label, changes to the proxy run); the first: none
+    lever_rows: tuple[
+        tuple[str, Mapping[str, Any]], ...
+    ] = ()  # (label, changes to the proxy run); the first: none; a teacher under the results root
     lever_noise: tuple[str, str] = ("", "")  # the two rows (one proxy, two seeds) whose distance is the spread
     models: tuple[str, ...] = MODEL_ROWS
     losses: tuple[str, ...] = LOSS_ROWS  # Table 2's rows
@@ -119,6 +126,7 @@ PROFILES: dict[str, Profile] = {
                 ("resize x0.5-2.0", {"augment": "full_wide"}),
                 ("random erasing", {"augment": "full_erase"}),
                 ("native-scale crops", {"photo_size": 256}),
+                ("audit-corrected labels", {"corrected_labels": True}),
             ),
             lever_noise=("baseline", "moving average 0.9, seed 1: trained weights"),
             device="cpu",
@@ -147,6 +155,8 @@ PROFILES: dict[str, Profile] = {
                 ("moving average 0.999, seed 1", {"cpu_bf16": True, "seed": 1, "ema_decay": 0.999}),
                 ("resize x0.5-2.0", {"cpu_bf16": True, "augment": "full_wide"}),
                 ("native-scale crops: 256 px of the 512 px photos", {"cpu_bf16": True, "photo_size": 512}),
+                ("audit-corrected labels", {"cpu_bf16": True, "corrected_labels": True}),
+                ("distillation from the shipped model", {"cpu_bf16": True, "teacher": SHIPPED_TEACHER}),
             ),
             lever_noise=("baseline", "moving average 0.999, seed 1: trained weights"),
             device="cpu",

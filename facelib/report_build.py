@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import datetime
 import html
-import json
 import os
 import re
 import time
@@ -21,10 +20,11 @@ from pathlib import Path
 from facelib.checkpoint import load_checkpoint
 from facelib.data import DATA_ENV, discover, resolve_root
 from facelib.errors import ConfigError, ReportError
+from facelib.infer import stored_evaluation
 from facelib.models import PARAMETER_CAP
 from facelib.outputs import commit, machine, shown_paths, write_text
 from facelib.profiles import REFERENCE_TABLE4, get_profile
-from facelib.runcache import lineage, run_folder
+from facelib.runcache import lineage
 from facelib.ship import DEFAULT_MODEL
 
 NOTEBOOKS = (
@@ -292,12 +292,11 @@ def shipped_rows(results: Path, data_name: str | None, profile, costs) -> list[t
     for weights in sorted((results / "models").glob("*.pt")):
         meta = load_checkpoint(weights)
         stages = lineage(results, str(meta.get("run_key")))
-        scores_file = run_folder(results, str(meta.get("run_key"))) / "eval-val-tta_none-fp16.json"
-        if not stages or not scores_file.exists() or stages[0]["data"]["name"] != data_name:
+        scores = stored_evaluation(results, str(meta.get("run_key")), variant="-fp16")
+        if not stages or not scores or stages[0]["data"]["name"] != data_name:
             continue
         if (stages[0]["config"]["split_seed"], stages[0]["config"]["val_fraction"]) != split:
             continue
-        scores = json.loads(scores_file.read_text())
         samples = sum(stage["config"]["iterations"] * stage["config"]["batch_size"] for stage in stages)
         default = " (facelib predict's default)" if weights.name == DEFAULT_MODEL.name else ""
         what = f"{weights.name}{default}: {meta['model']} at {meta['input_size']} px, {len(stages)} training stage(s)"

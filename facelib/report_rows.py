@@ -6,7 +6,6 @@ rows it was made to compare, the validation scores of a row's checkpoint under t
 from __future__ import annotations
 
 import contextlib
-import json
 import time
 import traceback
 from collections.abc import Iterator, Sequence
@@ -19,7 +18,7 @@ from facelib.checkpoint import load_checkpoint, resolve_device
 from facelib.config import TrainConfig
 from facelib.data import FaceDataset, Split, discover, load_or_make_split
 from facelib.errors import ReportError
-from facelib.infer import evaluate, save_evaluation
+from facelib.infer import evaluate, save_evaluation, stored_evaluation
 from facelib.profiles import LOSS_ROWS, NOISE_SEED, TABLES, Profile, chosen_rows, get_profile, table_rows
 from facelib.runcache import HEADLINE, Run, RunCache, TimeLimitReached, pack_runs
 from facelib.tables import AUGMENTATION_COMPARISONS, LOSS_COMPARISONS, Noise
@@ -69,6 +68,9 @@ class TableRows:
         return discover(self.data)
 
     def config(self, table: str, **row: Any) -> TrainConfig:
+        """The TrainConfig of one row; a row's `teacher` names a file under the results root."""
+        if row.get("teacher"):
+            row["teacher"] = str(self.cache.results / row["teacher"])
         return self.profile.config(table, self.data, self.device, **row)
 
     def run(self, table: str, label: str, want_checkpoint: bool = False, **row: Any) -> Run:
@@ -146,10 +148,9 @@ class TableRows:
                 checkpoint = self.cache.checkpoint(run)
         shipped = checkpoint is not None and load_checkpoint(checkpoint).get("weights_dtype") == "float16"
         results = self.cache.results
-        stored = results / "runs" / run.key / f"eval-val-tta_{tta}{'-fp16' if shipped else ''}.json"
-        if stored.exists():
-            content = json.loads(stored.read_text())
-            return {name: content[name] for name in (*HEADLINE, "aAcc")}
+        stored = stored_evaluation(results, run.key, "val", tta, variant="-fp16" if shipped else "")
+        if stored:
+            return {name: stored[name] for name in (*HEADLINE, "aAcc")}
         if checkpoint is None:
             return None
         result = evaluate(checkpoint, self.data, "val", tta, out=results, device=self.device)

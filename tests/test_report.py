@@ -23,6 +23,7 @@ from facelib.labels import CLASS_NAMES
 from facelib.losses import LOSS_PRESETS
 from facelib.profiles import AUGMENTATION_ROWS, LOSS_ROWS, PROFILES, get_profile
 from facelib.report_build import NOTEBOOKS, ReportRequest, default_notebooks_dir, run_report, select
+from facelib.report_rows import TableRows
 from facelib.runcache import Run
 from facelib.tables import Noise, ablation_table, compare, findings, leader, overfitting, styled, widths_table
 
@@ -267,12 +268,34 @@ def test_smoke_tables_have_their_rows_and_columns(smoke):
     levers = _table(smoke, "table6_levers")
     labels = [label for label, _ in profile.lever_rows]
     assert list(levers.index) == [*labels[:2], profile.lever_noise[1], *labels[2:]]  # the average's trained weights
-    assert {"Δ mIoU", "Δ mF1", "Δ per_image_F", "necklace IoU", "images/s", "precision"} <= set(levers.columns)
+    expected = {"Δ mIoU", "Δ mF1", "Δ per_image_F", "train mIoU", "corrected mIoU", "necklace IoU", "images/s"}
+    assert expected <= set(levers.columns)
     assert levers.loc[list(profile.lever_noise), "Δ mIoU"].sum() == pytest.approx(0, abs=0.02)
     assert "Spread: the proxy's two seeds" in (smoke / "tables" / "table6_levers.md").read_text()
     for name in ("class_stats", "rgb_stats", "class_weights", "audit_summary", "audit_flagged"):
         assert (smoke / "tables" / f"{name}.csv").exists()
     assert len(_table(smoke, "class_stats")) == len(CLASS_NAMES)
+
+
+def test_lever_rows_read_the_train_split_and_corrected_label_scores_stored_beside_their_run(tmp_path):
+    from facelib.levers import held_out_scores
+
+    run = Run("lever", TrainConfig(), {"key": "m-lever"}, pd.DataFrame())
+    assert held_out_scores(tmp_path, run) == {"train mIoU": None, "corrected mIoU": None}
+    folder = tmp_path / "runs" / "m-lever"
+    folder.mkdir(parents=True)
+    (folder / "eval-train-tta_none.json").write_text(json.dumps({"mIoU": 71.2}))
+    (folder / "eval-val-tta_none-corrected.json").write_text(json.dumps({"mIoU": 64.1}))
+    (folder / "eval-val-tta_none.json").write_text(json.dumps({"mIoU": 62.0}))
+    assert held_out_scores(tmp_path, run) == {"train mIoU": 71.2, "corrected mIoU": 64.1}
+
+
+def test_a_lever_rows_teacher_is_named_under_the_results_root(tmp_path):
+    rows = TableRows.open("cpu", results=tmp_path / "results")
+    changes = next(changes for _, changes in rows.profile.lever_rows if "teacher" in changes)
+    config = rows.config("levers", **changes)
+    assert config.teacher == str(tmp_path / "results" / "models" / "facelib-best.pt")
+    assert changes["teacher"] == "models/facelib-best.pt", "the profile's own row is left as it is"
 
 
 def test_lever_findings_judge_each_lever_against_the_seed_spread():
