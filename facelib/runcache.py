@@ -108,18 +108,22 @@ def finished_runs(results: str | Path) -> Iterator[tuple[Path, dict[str, Any]]]:
             yield summary_file.parent, summary
 
 
+def _speed_class(config: dict[str, Any]) -> tuple[Any, ...]:
+    """What sets a run's training speed on one machine, among the fields of its config (as saved)."""
+    return config["model"], config["crop_size"], config.get("photo_size", 0), config.get("teacher") is not None
+
+
 def expected_seconds(config: TrainConfig, results: str | Path, key: str | None = None) -> tuple[float | None, str]:
     """How long training `config` should take, and where the figure comes from: run `key`'s own record when it
-    was made before, else the median speed of finished runs of the same model and crop; None when neither."""
+    was made before, else the median speed of finished runs of the same model, crop and photo size, with a
+    teacher or without (a teacher's forward pass is a cost of its own); None when neither."""
     made = finished_summary(results, key) if key else None
     if made is not None:
         return made["train_wall_s"], f"on {made['device']} when it was made"
     speeds = sorted(
         (record["images_per_s"], record["device"])
         for _, record in finished_runs(results)
-        if (record["config"]["model"], record["config"]["crop_size"], record["config"].get("photo_size", 0))
-        == (config.model, config.crop_size, config.photo_size)
-        and record.get("images_per_s")
+        if _speed_class(record["config"]) == _speed_class(config.to_dict()) and record.get("images_per_s")
     )
     if not speeds:
         return None, f"no finished run of {config.model} at {config.crop_size} px to estimate its time from"

@@ -64,6 +64,20 @@ def test_run_key_ignores_where_a_run_happens_but_not_what_it_computes():
     assert key.startswith("fastscnn-")
 
 
+def test_expected_time_comes_from_runs_of_the_same_model_crop_and_teacher_use(tmp_path):
+    from facelib.runcache import expected_seconds
+
+    plain = TrainConfig(model="bisenetv2_xs", crop_size=256, iterations=100, batch_size=8)
+    taught = plain.replace(teacher="teacher.pt")
+    for key, config, speed in (("a", plain, 16.0), ("b", taught, 8.0), ("c", plain.replace(crop_size=512), 2.0)):
+        (tmp_path / "runs" / key).mkdir(parents=True)
+        record = {"finished": True, "config": config.to_dict(), "images_per_s": speed, "device": "cpu; AMD EPYC"}
+        (tmp_path / "runs" / key / "summary.json").write_text(json.dumps(record))
+    assert expected_seconds(plain, tmp_path)[0] == pytest.approx(800 / 16)
+    assert expected_seconds(taught, tmp_path)[0] == pytest.approx(800 / 8)
+    assert expected_seconds(plain.replace(photo_size=512), tmp_path)[0] is None
+
+
 def test_lr_warms_up_then_decays_to_zero():
     for schedule in ("cosine", "poly"):
         config = TrainConfig(iterations=1000, warmup_fraction=0.1, schedule=schedule)
