@@ -14,7 +14,7 @@ from facelib.models import MODELS, PARAMETER_CAP, SegOutput, build_model, candid
 from facelib.models.cost import inference_flops
 from facelib.models.library import SmpModel
 
-AUX_HEADS = {"fastscnn": 2, "bisenetv2": 4, "bisenetv2_xs": 4, "bisenetv2_xs_slimaux": 4}
+AUX_HEADS = {"fastscnn": 2, "bisenetv2": 4, "bisenetv2_xs": 4, "bisenetv2_xs_slimaux": 4, "bisenetv2_fast": 4}
 
 
 @pytest.fixture(scope="module", params=list(MODELS))

@@ -255,7 +255,7 @@ def test_smoke_tables_have_their_rows_and_columns(smoke):
         assert table[[f"{m} (final 4)" for m in HEADLINE]].notna().all().all()
     assert list(table2["decode:aux"]) == ["1:0.4", "1:0.4", "1:0.8", "1:0.4", "1:0.4"]
     table3 = _table(smoke, "table3_bisenetv2_widths")
-    assert list(table3.index) == ["bisenetv2", "bisenetv2_xs", "bisenetv2_xs_slimaux"]
+    assert list(table3.index) == ["bisenetv2", "bisenetv2_xs", "bisenetv2_xs_slimaux", "bisenetv2_fast"]
     table4 = _table(smoke, "table4_models")
     assert list(table4.index) == list(profile.models)
     expected = {"params", "GFLOPs", "CPU ms", "iterations", *HEADLINE, "reference mIoU", "mIoU flip-TTA", "train s"}

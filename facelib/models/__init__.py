@@ -72,6 +72,17 @@ MODELS: dict[str, ModelSpec] = {
             "BiSeNetV2-XS with 8-channel auxiliary heads, so that everything trained fits the cap",
         ),
         ModelSpec(
+            "bisenetv2_fast",
+            partial(
+                BiSeNetV2,
+                **{**_XS_WIDTHS, "detail_channels": (16, 32, 96), "decode_channels": 128},
+                aux_channels=(8, 8, 8, 8),
+            ),
+            "candidate",
+            "BiSeNetV2-XS (slim aux) with a thinner detail branch (16/32/96) and a 128-channel decode head: "
+            "under half its FLOPs, for the fast model",
+        ),
+        ModelSpec(
             "fpn_mobilenetv4",
             partial(
                 SmpModel,
