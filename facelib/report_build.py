@@ -25,7 +25,7 @@ from facelib.models import PARAMETER_CAP
 from facelib.outputs import commit, machine, shown_paths, write_text
 from facelib.profiles import REFERENCE_TABLE4, get_profile
 from facelib.runcache import lineage
-from facelib.ship import DEFAULT_MODEL
+from facelib.ship import DEFAULT_MODEL, FAST_MODEL
 
 NOTEBOOKS = (
     "01_data_stats",
@@ -298,7 +298,8 @@ def shipped_rows(results: Path, data_name: str | None, profile, costs) -> list[t
         if (stages[0]["config"]["split_seed"], stages[0]["config"]["val_fraction"]) != split:
             continue
         samples = sum(stage["config"]["iterations"] * stage["config"]["batch_size"] for stage in stages)
-        default = " (facelib predict's default)" if weights.name == DEFAULT_MODEL.name else ""
+        uses = {DEFAULT_MODEL.name: " (facelib predict's default)", FAST_MODEL.name: " (facelib predict --model fast)"}
+        default = uses.get(weights.name, "")
         what = f"{weights.name}{default}: {meta['model']} at {meta['input_size']} px, {len(stages)} training stage(s)"
         cost = costs.loc[[meta["model"]]].iloc[0] if meta["model"] in costs.index else None
         rows.append(_headline_row(what, scores if cost is None else {**cost, **scores}, f"{samples:,}"))

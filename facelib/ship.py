@@ -24,7 +24,7 @@ from facelib.errors import ConfigError, DataError
 from facelib.export import calibration_batches, calibration_source, export_checkpoint, quantize_int8
 from facelib.infer import check_input_size, save_evaluation
 from facelib.infer import evaluate as run_evaluation
-from facelib.outputs import atomic_path, write_text
+from facelib.outputs import atomic_path, shown_path, write_text
 from facelib.run import init_digest
 from facelib.runcache import finished_summary, run_record
 from facelib.synthetic import DONE_MARKER
@@ -33,6 +33,9 @@ MODELS_DIR = Path(__file__).resolve().parents[1] / "results" / "models"
 DEFAULT_MODEL = MODELS_DIR / "facelib-best.pt"
 """What `facelib predict` uses when no checkpoint is given: the repository's shipped best model (found from the
 package's own location, so it works from any folder of a clone). `FACELIB_MODEL` overrides it."""
+
+FAST_MODEL = MODELS_DIR / "facelib-fast.pt"
+"""What `facelib predict --model fast` uses: the shipped fast model, at most 0.3x the anchor's ONNX time."""
 
 CALIBRATION_IMAGES = 64  # training images that calibrate the int8 file's activation ranges
 AGREEMENT_PHOTOS = 8  # training images on which the fp16 file must pick the fp32 checkpoint's class (99.9%)
@@ -44,16 +47,22 @@ LICENCE = (
 SYNTHETIC_LICENCE = "Trained and evaluated on facelib's synthetic faces: no dataset licence applies."
 
 
-def default_model(backend: str = "auto") -> Path:
-    """The checkpoint `facelib predict` uses without `--checkpoint`: $FACELIB_MODEL, else the shipped model
-    (its ONNX export for `backend="onnx"`). A missing file is a ConfigError that says how to get one."""
-    chosen = os.environ.get("FACELIB_MODEL")
-    path = Path(chosen) if chosen else DEFAULT_MODEL.with_suffix(".onnx") if backend == "onnx" else DEFAULT_MODEL
+def default_model(backend: str = "auto", which: str = "best") -> Path:
+    """The checkpoint `facelib predict` uses without `--checkpoint`: for `which="best"` $FACELIB_MODEL, else
+    the shipped model; for "fast" the shipped fast model (`FAST_MODEL`); each as its ONNX export for
+    `backend="onnx"`. A missing file is a ConfigError that says how to get one."""
+    shipped = {"best": DEFAULT_MODEL, "fast": FAST_MODEL}
+    if which not in shipped:
+        raise ConfigError(f"unknown shipped model {which!r}; valid: {', '.join(shipped)}")
+    chosen = os.environ.get("FACELIB_MODEL") if which == "best" else None
+    path = Path(chosen) if chosen else shipped[which]
+    path = path.with_suffix(".onnx") if backend == "onnx" and not chosen else path
     if not path.is_file():
-        origin = "FACELIB_MODEL points to" if chosen else "the shipped model"
+        origin = "FACELIB_MODEL points to" if chosen else f"the shipped {which} model"
+        to = "" if which == "best" else f" --to {shown_path(FAST_MODEL)}"
         raise ConfigError(
             f"no checkpoint given and {origin} {path} does not exist: pass --checkpoint (a .pt, .onnx, run folder "
-            "or run key), or train a model (`facelib train`) and ship it (`facelib ship RUN`)"
+            f"or run key), or train a model (`facelib train`) and ship it (`facelib ship RUN{to}`)"
         )
     return path
 

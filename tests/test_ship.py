@@ -189,6 +189,25 @@ def test_predict_uses_the_default_model_and_says_how_to_get_one(shipped, synthet
         default_model()
 
 
+def test_predict_model_fast_runs_the_shipped_fast_file_and_says_how_to_ship_one(
+    shipped, synthetic_root, tmp_path, monkeypatch
+):
+    photo = sorted((synthetic_root / "test" / "images").iterdir())[0]
+    monkeypatch.setenv("FACELIB_MODEL", str(tmp_path / "missing.pt"))  # replaces the best model only
+    monkeypatch.setattr(ship_module, "FAST_MODEL", tmp_path / "models" / "facelib-fast.pt")
+    with pytest.raises(ConfigError, match=r"shipped fast model .*facelib-fast\.pt does not exist.*--to"):
+        default_model(which="fast")
+    assert main(["predict", str(photo), "--model", "fast", "--out", str(tmp_path / "none")]) == 2
+    (tmp_path / "models").mkdir()
+    shutil.copy(shipped["target"], tmp_path / "models" / "facelib-fast.pt")
+    assert main(["predict", str(photo), "--model", "fast", "--out", str(tmp_path / "fast")]) == 0
+    assert (tmp_path / "fast" / f"{photo.stem}.png").exists()
+    both = ["predict", str(photo), "--model", "fast", "--checkpoint", str(shipped["target"])]
+    assert main([*both, "--out", str(tmp_path / "both")]) == 2
+    with pytest.raises(ConfigError, match="valid: best, fast"):
+        default_model(which="tiny")
+
+
 def test_shipped_file_exports_to_onnx(shipped, tmp_path):
     target = tmp_path / "shipped.onnx"  # a static graph: what is tested is reading the fp16 file, 4x faster
     assert main(["export", str(shipped["target"]), "--onnx", str(target), "--fixed-shape"]) == 0 and target.exists()

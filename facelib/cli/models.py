@@ -7,6 +7,7 @@ from pathlib import Path
 
 from facelib.cli.common import CHECKPOINT_HELP, DATA_HELP, RESULTS_HELP, checkpoint_path
 from facelib.config import BACKENDS, TTA_MODES
+from facelib.errors import ConfigError
 
 
 def models(args: argparse.Namespace) -> list[Path]:
@@ -41,7 +42,11 @@ def predict(args: argparse.Namespace) -> list[Path]:
     from facelib.infer import predict  # lazy: --help stays fast
     from facelib.ship import default_model  # lazy: --help stays fast
 
-    checkpoint = checkpoint_path(args.checkpoint) if args.checkpoint else default_model(args.backend)
+    if args.checkpoint and args.model:
+        raise ConfigError("--checkpoint names the model to run; --model picks a shipped one: give one of them")
+    checkpoint = (
+        checkpoint_path(args.checkpoint) if args.checkpoint else default_model(args.backend, args.model or "best")
+    )
     if not args.checkpoint:
         print(f"model: {checkpoint}")
     options = {"overlay": args.overlay, "tta": args.tta, "device": args.device, "backend": args.backend}
@@ -100,6 +105,12 @@ def add(commands: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--checkpoint",
         help=f"{CHECKPOINT_HELP} (default: $FACELIB_MODEL, else the shipped results/models/facelib-best.pt)",
+    )
+    parser.add_argument(
+        "--model",
+        choices=("best", "fast"),
+        help="a shipped model instead of --checkpoint: best (the default: results/models/facelib-best.pt) or fast "
+        "(results/models/facelib-fast.pt, at most 0.3x the anchor's time; its card says what it scores)",
     )
     parser.add_argument("--out", default="predictions", help="output folder (default: predictions)")
     parser.add_argument("--overlay", action="store_true", help="also write OUT/overlays/STEM.jpg")
