@@ -159,11 +159,13 @@ def test_styled_tables_show_units_separators_and_dashes():
 
 def test_bisenetv2_widths_table_counts_parameters():
     table = widths_table()
-    assert list(table.index) == ["bisenetv2", "bisenetv2_xs", "bisenetv2_xs_slimaux"]
+    assert list(table.index) == ["bisenetv2", "bisenetv2_xs", "bisenetv2_xs_slimaux", "bisenetv2_fast"]
     xs = table.loc["bisenetv2_xs"]
     assert (xs["detail"], xs["semantic"], xs["auxiliary"]) == ("32-64-96", "16-32-64-96", "16-32-64-128")
     assert xs["deployed"] == 1_791_683 and xs["total"] == 2_152_095
     assert table.loc["bisenetv2_xs_slimaux", "fits_cap"] and not xs["fits_cap"] and xs["fits_cap_deployed"]
+    fast = table.loc["bisenetv2_fast"]
+    assert (fast["detail"], fast["decode"], fast["total"]) == ("16-32-96", 128, 1_365_567) and fast["fits_cap"]
 
 
 def _notebook(cells: list[str]):
