@@ -25,7 +25,7 @@ Face parsing into the 19 CelebAMask-HQ classes ({classes}).
 std {std}
 - file: weights stored as float16 ({size_mb:.1f} MB), run in float32; the fp16 weights pick the same class as the \
 fp32 checkpoint on {agreement:.3f}% of pixels ({photos} training photos)
-- from run `{run_key}`, best checkpoint by validation mF1 at iteration {iteration}
+{speed}- from run `{run_key}`, best checkpoint by validation mF1 at iteration {iteration}
 {chosen}
 ## Training
 {start}- recipe: {iterations} iterations of batch {batch} at {crop}px crops{photos_note}, AdamW lr {lr} ({schedule}, \
@@ -68,6 +68,11 @@ AT_TRAINING = """
 The fp32 checkpoint at training time (validation during the run, on {device}): mIoU {mIoU:.2f}, mF1 {mF1:.2f}, \
 mFscore_ref {mFscore_ref:.2f}."""
 
+SPEED = """\
+- speed: {onnx_ms:.1f} ms per photo at {input_px} px in ONNX Runtime float32 ({threads} threads), {vs_anchor:.3f}x \
+the time of {anchor} at {anchor_px} px ({anchor_ms:.1f} ms), both measured in one call on {machine}
+"""
+
 ROW = "| `{file}` | TTA {tta}, {labels} | {mIoU:.2f} | {mF1:.2f} | {mFscore_ref:.2f} | {per_image_F:.2f} | {aAcc:.2f} |"
 
 
@@ -75,7 +80,8 @@ ROW = "| `{file}` | TTA {tta}, {labels} | {mIoU:.2f} | {mF1:.2f} | {mFscore_ref:
 class CardFacts:
     """What a card states: the shipped checkpoint's content and file, how often its fp16 weights agree with the
     fp32 ones, the evaluations of the shipped files (by name), the training run's summary (None: not found),
-    the data, and how the run was chosen and what it started from (None: not said)."""
+    the data, how the run was chosen and what it started from, and its speed against the anchor
+    (`facelib.latency.checkpoint_speed`) (None: not said)."""
 
     content: dict[str, Any]
     target: Path
@@ -88,6 +94,7 @@ class CardFacts:
     agreement_photos: int
     selection: str | None = None
     start: str | None = None
+    speed: dict[str, Any] | None = None
 
 
 def model_card(facts: CardFacts) -> str:
@@ -134,6 +141,7 @@ def _model_fields(facts: CardFacts) -> dict[str, Any]:
         "run_key": content["run_key"],
         "iteration": content["iteration"],
         "chosen": f"- chosen as {facts.selection}\n" if facts.selection else "",
+        "speed": SPEED.format_map(facts.speed) if facts.speed else "",
     }
 
 

@@ -37,11 +37,11 @@ from facelib.export import (
     quantize_int8,
     write_metadata,
 )
-from facelib.infer import evaluate
+from facelib.infer import check_input_size, evaluate
 from facelib.machine import versions
 from facelib.models import build_model
 from facelib.models.cost import cpu_threads, timed
-from facelib.outputs import provenance, write_table
+from facelib.outputs import machine, provenance, write_table
 from facelib.photos import read_photo
 
 INFER_BACKENDS = ("eager", "compile", "onnx_fp32", "onnx_int8", "onnx_fp32_fixed", "onnx_int8_fixed")
@@ -346,3 +346,25 @@ def anchor_latency(names: Sequence[str], size: int = 512, threads: int = 2, repe
         ms = onnx_latency_ms(build_model(name), side, threads, repeats)
         rows.append({"model": spec, "input_px": side, "onnx_ms": ms, "vs_anchor": ms / anchor})
     return pd.DataFrame(rows).set_index("model")
+
+
+def checkpoint_speed(
+    checkpoint: str | Path, input_size: int | None = None, threads: int = 2, repeats: int = 10, size: int = 512
+) -> dict[str, Any]:
+    """What a model card states as the speed: the checkpoint's ONNX Runtime float32 time per photo at its input
+    side (`input_size` when given) and the anchor's at `size`, both measured in this one call, and their ratio."""
+    check_input_size(input_size)
+    content = load_checkpoint(checkpoint)
+    side = input_size or int(content["input_size"])
+    anchor_ms = onnx_latency_ms(anchor_model(), size, threads, repeats)
+    model_ms = onnx_latency_ms(model_from_checkpoint(content, checkpoint), side, threads, repeats)
+    return {
+        "onnx_ms": model_ms,
+        "input_px": side,
+        "anchor": ANCHOR,
+        "anchor_ms": anchor_ms,
+        "anchor_px": size,
+        "vs_anchor": model_ms / anchor_ms,
+        "threads": threads,
+        "machine": machine(),
+    }

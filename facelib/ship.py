@@ -94,14 +94,15 @@ def ship(
     selection: str | None = None,
     onnx: bool = False,
     input_size: int | None = None,
+    speed: dict[str, Any] | None = None,
 ) -> list[Path]:
     """Write `target` (fp16 weights of `checkpoint`), then with `evaluate` score it on the validation split
             (TTA none and flip on the original labels, none on the audit-corrected ones; stored beside its run as
             eval-val-*-fp16.json), and with `card` write `target`.md (`selection`: how the checkpoint was chosen, a
         phrase for the card). `onnx`: also write `target`.onnx (float32, parity-checked against the shipped weights)
     and `target`_int8.onnx (calibrated on training images), the int8 file evaluated too. `input_size`: the side
-    the shipped file resizes photos to, when not the training crop (its scores are measured with it). Returns the
-    paths written."""
+    the shipped file resizes photos to, when not the training crop (its scores are measured with it). `speed`: its
+    time against the anchor's (`facelib.latency.checkpoint_speed`), for the card. Returns the paths written."""
     check_input_size(input_size)
     checkpoint, target = Path(checkpoint), Path(target)
     if target.suffix != ".pt":
@@ -152,6 +153,7 @@ def ship(
             agreement_photos=AGREEMENT_PHOTOS,
             selection=selection,
             start=start,
+            speed=speed,
         )
         text = model_card(facts)
         written.append(write_text(target.with_suffix(".md"), text))

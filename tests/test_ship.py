@@ -4,6 +4,7 @@ and `facelib runs` (a report table's runs, trained as its notebook would, with T
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from dataclasses import replace
 from pathlib import Path
@@ -34,7 +35,7 @@ def shipped(quick_run, synthetic_root, tmp_path_factory) -> dict[str, Path]:
     """The quick run's best checkpoint shipped by the CLI to a temporary folder."""
     target = tmp_path_factory.mktemp("shipped") / "model.pt"
     results = quick_run["base"] / "results"
-    code = main(["ship", str(Path(quick_run["checkpoint_dir"]) / "best.pt"), "--to", str(target), "--onnx",
+    code = main(["ship", str(Path(quick_run["checkpoint_dir"]) / "best.pt"), "--to", str(target), "--onnx", "--speed",
                  "--data", str(synthetic_root), "--out", str(results), "--device", "cpu"])  # fmt: skip
     assert code == 0
     return {"target": target, "results": results, "run_dir": Path(quick_run["run_dir"])}
@@ -72,6 +73,18 @@ def test_shipped_file_is_evaluated_as_shipped_and_its_card_states_those_scores(s
     assert "71.61" in card and "not above the reference" in card  # a 60-iteration synthetic run is not
     assert "synthetic faces" in card and f"--checkpoint {shown_path(shipped['target'])}" in card
     assert not list(shipped["target"].parent.glob(".*tmp*"))  # nothing half-written left behind
+
+
+def test_a_card_shipped_with_speed_states_its_time_against_the_anchors_from_one_call(shipped):
+    card = shipped["target"].with_suffix(".md").read_text()
+    found = re.search(
+        r"- speed: ([\d.]+) ms per photo at 64 px in ONNX Runtime float32 \(2 threads\), ([\d.]+)x the time of "
+        r"torchvision lraspp_mobilenet_v3_large at 512 px \(([\d.]+) ms\), both measured in one call on .+ cores",
+        card,
+    )
+    assert found, card
+    model_ms, ratio, anchor_ms = map(float, found.groups())
+    assert 0 < model_ms < anchor_ms and abs(ratio - model_ms / anchor_ms) < 0.01  # a 64 px model is the quicker
 
 
 def test_shipped_onnx_files_are_what_predict_uses_with_the_onnx_backend(shipped, synthetic_root, tmp_path, monkeypatch):
@@ -151,6 +164,7 @@ def test_a_model_shipped_at_another_input_side_is_scored_and_described_with_it(q
     assert (content["input_size"], content["trained_input_size"]) == (96, 64)
     card = (tmp_path / "model.md").read_text()
     assert "input 96x96 (trained on 64 px crops; this input side chosen on the validation split)" in card
+    assert "- speed:" not in card  # timed only when asked (--speed)
     scored = json.loads((results / "runs" / quick_run["key"] / "eval-val-tta_none-fp16.json").read_text())
     assert scored["input_size"] == 96 and f"| {scored['mIoU']:.2f} |" in card
     again = main(["eval", str(best), "--data", str(synthetic_root), "--out", str(results), "--input-size", "96"])

@@ -25,6 +25,11 @@ def ship(args: argparse.Namespace) -> list[Path]:
     else:
         checkpoint, selection = checkpoint_path(args.checkpoint), args.why
     target = Path(args.to) if args.to else DEFAULT_MODEL
+    speed = None
+    if args.speed:
+        from facelib.latency import checkpoint_speed  # lazy: --help stays fast
+
+        speed = checkpoint_speed(checkpoint, args.input_size)
     written = ship(
         checkpoint,
         target,
@@ -36,6 +41,7 @@ def ship(args: argparse.Namespace) -> list[Path]:
         selection=selection,
         onnx=args.onnx,
         input_size=args.input_size,
+        speed=speed,
     )
     print(f"{target}: fp16 weights of {checkpoint} ({target.stat().st_size / 1e6:.1f} MB)")
     return written
@@ -77,6 +83,12 @@ def add(commands: argparse._SubParsersAction) -> None:
         "file evaluated too",
     )
     parser.add_argument("--input-size", type=int, help="the shipped file's input side (default: its training crop)")
+    parser.add_argument(
+        "--speed",
+        action="store_true",
+        help="time the model in ONNX Runtime against the anchor (torchvision's LR-ASPP at 512 px) in this call, "
+        "and state both times and their ratio in the card",
+    )
     parser.add_argument("--no-eval", action="store_true", help="do not evaluate (the card then has no scores)")
     parser.add_argument("--no-card", action="store_true", help="write the weights only")
     parser.add_argument("--out", default="results", help="results folder: run cache and split files (default: results)")
