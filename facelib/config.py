@@ -179,7 +179,7 @@ TRAIN_PRESETS: dict[str, dict[str, Any]] = {
 """Named starting points for `facelib train PRESET`; flags override their fields."""
 
 
-_SLIM = {"model": "bisenetv2_xs_slimaux"}
+_SLIM, _FAST = {"model": "bisenetv2_xs_slimaux"}, {"model": "bisenetv2_fast"}
 RECIPES: dict[str, tuple[tuple[str, dict[str, Any]], ...]] = {
     "cpu-shipped": (  # the shipped model's stages: 192k samples at 256 px, then 320, 384 and 384 px with repeat factors
         ("cpu-long", {**_SLIM, "cpu_bf16": True}),
@@ -189,6 +189,10 @@ RECIPES: dict[str, tuple[tuple[str, dict[str, Any]], ...]] = {
             "cpu-long",
             {**_SLIM, "crop_size": 384, "lr": 5e-4, "iterations": 1200, "val_interval": 300, "repeat_threshold": 0.3},
         ),
+    ),
+    "cpu-fast": (  # the fast model: bisenetv2_fast, the cpu preset's 40k samples at 256 px, then 64k more at lr 1e-3
+        ("cpu", {**_FAST, "cpu_bf16": True}),
+        ("cpu", {**_FAST, "cpu_bf16": True, "lr": 1e-3, "iterations": 8000, "val_interval": 800}),
     ),
 }
 """Multi-stage recipes for `facelib train RECIPE`: each stage a training preset and its changes; every stage
