@@ -25,7 +25,7 @@ from facelib.profiles import PROFILES, TABLES, table_rows
 from facelib.report_rows import TableRows
 from facelib.runcache import Run
 from facelib.selection import inference_model, longer_runs
-from facelib.ship import DEFAULT_MODEL, default_model, half_checkpoint, ship, starting_point
+from facelib.ship import DEFAULT_MODEL, FAST_MODEL, default_model, half_checkpoint, ship, starting_point
 from facelib.tables import Noise, best_run, choice
 from facelib.train import train
 
@@ -365,16 +365,28 @@ def test_runs_trains_a_table_row_scores_its_tta_and_ship_best_picks_it(tiny_prof
     assert [r.key for r in longer_runs(rows)] == [key, tuned]  # nor is it a longer run of this profile's Table 4
 
 
-@pytest.mark.skipif(not DEFAULT_MODEL.exists(), reason="no model shipped yet (results/models/facelib-best.pt)")
-def test_the_shipped_model_parses_a_photo_with_its_card_beside_it(synthetic_root, tmp_path, monkeypatch):
-    """On a fresh clone: `facelib predict PHOTO` with no checkpoint and no data parses a face photo."""
+SHIPPED_FILES = [
+    pytest.param(which, marks=pytest.mark.skipif(not path.exists(), reason=f"no model shipped yet ({path.name})"))
+    for which, path in (("best", DEFAULT_MODEL), ("fast", FAST_MODEL))
+]
+
+
+@pytest.mark.parametrize("which", SHIPPED_FILES)
+def test_each_shipped_model_parses_a_photo_with_its_card_beside_it(which, synthetic_root, tmp_path, monkeypatch):
+    """On a fresh clone: `facelib predict PHOTO [--model fast]` with no checkpoint and no data parses a face
+    photo; the fast model's card states a time of at most 0.3x the anchor's and at least 62 mIoU."""
     monkeypatch.delenv("FACELIB_MODEL", raising=False)
-    content = load_checkpoint(DEFAULT_MODEL)
-    assert content["weights_dtype"] == "float16" and DEFAULT_MODEL.stat().st_size < 16e6
-    card = DEFAULT_MODEL.with_suffix(".md").read_text()
+    path = default_model(which=which)
+    content = load_checkpoint(path)
+    assert content["weights_dtype"] == "float16" and path.stat().st_size < 16e6
+    card = path.with_suffix(".md").read_text()
     assert content["run_key"] in card and "TTA flip, original labels" in card and "non-commercial" in card
+    if which == "fast":
+        ratio = re.search(r"([\d.]+)x the time of torchvision lraspp_mobilenet_v3_large at 512 px", card)
+        plain = re.search(r"\| TTA none, original labels \| ([\d.]+) \|", card)
+        assert ratio and float(ratio.group(1)) <= 0.3 and plain and float(plain.group(1)) >= 62.0
     photo = sorted((synthetic_root / "test" / "images").iterdir())[0]
-    assert main(["predict", str(photo), "--out", str(tmp_path)]) == 0
+    assert main(["predict", str(photo), "--model", which, "--out", str(tmp_path)]) == 0
     mask = np.asarray(Image.open(tmp_path / f"{photo.stem}.png"))
     assert mask.shape == np.asarray(Image.open(photo)).shape[:2] and len(np.unique(mask)) >= 3
 
