@@ -16,7 +16,8 @@ from typing import Any
 
 from facelib.config import RECIPES, RUNTIME_FIELDS, TrainConfig, photos_note, preset_config
 from facelib.errors import ConfigError
-from facelib.runcache import expected_seconds
+from facelib.run import identify, run_key
+from facelib.runcache import expected_seconds, finished_summary
 from facelib.train import train
 
 
@@ -34,17 +35,34 @@ def recipe_stages(name: str, runtime: Mapping[str, Any]) -> list[TrainConfig]:
     return [preset_config(preset, **changes, **runtime) for preset, changes in RECIPES[name]]
 
 
-def plan(name: str, stages: list[TrainConfig], results: str | Path) -> str:
-    """The recipe's expected cost, one line per stage and the total, from the run cache's measured speeds."""
-    lines, total, known = [], 0.0, True
+def plan(name: str, stages: list[TrainConfig], results: str | Path, checkpoints: str | Path = "checkpoints") -> str:
+    """The recipe's expected cost, one line per stage and the total left, from the run cache's measured speeds.
+    A stage finished earlier costs nothing more when its best checkpoint is here for the next stage (or it is
+    the last); a later stage's run is known only once the stage before it is finished and kept."""
+    lines, total, known, reused = [], 0.0, True, 0
+    start: Path | None = None  # the best.pt of the stage before, finished and kept
     for number, config in enumerate(stages, 1):
-        seconds, source = expected_seconds(config, results)
-        samples = config.iterations * config.batch_size
-        what = f"{config.model}, {samples:,} samples at {config.crop_size} px{photos_note(config.to_dict())}"
+        key = None
+        if number == 1 or start is not None:
+            config = config if start is None else config.replace(init_from=str(start))
+            key = run_key(config, identify(config, results).fingerprint)
+        made = finished_summary(results, key) if key else None
+        best = Path(checkpoints) / str(key) / "best.pt"
+        start = best if made is not None and best.is_file() else None
+        what = f"{config.model}, {config.iterations * config.batch_size:,} samples at {config.crop_size} px"
+        what += photos_note(config.to_dict())
+        if made is not None and (start is not None or number == len(stages)):
+            lines.append(f"  stage {number}: {what}: finished earlier (run {key}), reused")
+            reused += 1
+            continue
+        seconds, source = expected_seconds(config, results, None if made is None else key)
+        again = ", trained again: its checkpoint is not here" if made is not None else ""
         lines.append(f"  stage {number}: {what}: " + (f"about {seconds / 3600:.1f} h {source}" if seconds else source))
+        lines[-1] += again
         total, known = total + (seconds or 0.0), known and seconds is not None
+    left = f" left ({reused} of {len(stages)} finished earlier)" if reused else " in all"
     head = f"recipe {name}: {len(stages)} stages, " + (
-        f"about {total / 3600:.1f} h of training in all"
+        f"about {total / 3600:.1f} h of training{left}"
         if known
         else "a total unknown until every stage's model and crop has a finished run here"
     )
@@ -62,7 +80,7 @@ def train_recipe(
     """Train the recipe's stages in order; return the last stage's summary (`"finished": False` when the time
     limit stopped a stage: the same call resumes it)."""
     stages = recipe_stages(name, runtime)
-    log(plan(name, stages, out))
+    log(plan(name, stages, out, checkpoints))
     start, previous = time.monotonic(), None
     for number, config in enumerate(stages, 1):
         if previous is not None:

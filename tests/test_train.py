@@ -462,7 +462,7 @@ def test_a_recipe_trains_its_stages_in_order_each_from_the_one_before_and_finds_
     synthetic_root, tmp_path, monkeypatch, capsys
 ):
     from facelib import config as config_module
-    from facelib.recipe import recipe_stages, train_recipe
+    from facelib.recipe import plan, recipe_stages, train_recipe
 
     stage = {"model": "fastscnn", "crop_size": 64, "iterations": 4, "val_interval": 2, "loss": "ce", "workers": 0}
     recipe = (("cpu-quick", stage), ("cpu-quick", {**stage, "lr": 5e-4, "iterations": 2, "val_interval": 1}))
@@ -480,4 +480,12 @@ def test_a_recipe_trains_its_stages_in_order_each_from_the_one_before_and_finds_
     record = json.loads((tmp_path / "results" / "runs" / last["key"] / "config.json").read_text())
     assert record["init_run_key"] == first and record["config"]["init_from"].endswith(f"{first}/best.pt")
     again = train_recipe("tiny", where, tmp_path / "results", tmp_path / "checkpoints")
-    assert again["key"] == last["key"] and "finished earlier" in capsys.readouterr().out  # found, not retrained
+    printed = capsys.readouterr().out
+    assert again["key"] == last["key"] and f"run {last['key']}: finished earlier" in printed  # found, not retrained
+    assert printed.startswith("recipe tiny: 2 stages, about 0.0 h of training left (2 of 2 finished earlier)")
+    assert f"stage 1: fastscnn, 32 samples at 64 px: finished earlier (run {first}), reused" in printed
+    os.remove(tmp_path / "checkpoints" / first / "best.pt")  # the next stage cannot start from it: trained again
+    stages = recipe_stages("tiny", where)
+    costs = plan("tiny", stages, tmp_path / "results", tmp_path / "checkpoints").splitlines()
+    assert costs[1].endswith("when it was made, trained again: its checkpoint is not here") and "in all" in costs[0]
+    assert "stage 2: fastscnn, 16 samples at 64 px: about 0.0 h at" in costs[2]  # its run is not known yet
