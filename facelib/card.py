@@ -95,19 +95,22 @@ class CardFacts:
     selection: str | None = None
     start: str | None = None
     speed: dict[str, Any] | None = None
+    fast_model: Path | None = None  # the file `facelib predict --model fast` runs
 
 
 def model_card(facts: CardFacts) -> str:
     """The Markdown model card: what the model is, how it was trained, how it scores, how to use it."""
     content, target = facts.content, facts.target
     is_default = target.resolve() == facts.default_model.resolve()
+    is_fast = facts.fast_model is not None and target.resolve() == facts.fast_model.resolve()
+    choose = "" if is_default else " --model fast" if is_fast else f" --checkpoint {shown_path(target)}"
     return CARD.format(
         **_model_fields(facts),
         **_training_fields(content["config"], facts.summary, facts.start),
         scores=_scores(facts) if facts.evaluations else "Not evaluated (shipped with --no-eval).",
-        predict="facelib predict PHOTO..." + ("" if is_default else f" --checkpoint {shown_path(target)}"),
-        default=" (this file is the default model)" if is_default else "",
-        onnx=_onnx_line(target, is_default),
+        predict=f"facelib predict PHOTO...{choose}",
+        default=" (this file is the default model)" if is_default else " (the shipped fast model)" if is_fast else "",
+        onnx=_onnx_line(target, is_default, is_fast),
         licence=facts.licence,
         provenance=provenance(shown_path(facts.data_root), command=None),
     )
@@ -218,12 +221,12 @@ def _labels(scores: dict[str, Any]) -> str:
     return "audit-corrected labels" if scores["corrected_labels"] else "original labels"
 
 
-def _onnx_line(target: Path, is_default: bool) -> str:
+def _onnx_line(target: Path, is_default: bool, is_fast: bool) -> str:
     fp32, int8 = target.with_suffix(".onnx"), target.with_name(target.stem + "_int8.onnx")
     if not (fp32.exists() and int8.exists()):
         return f"- `facelib export {shown_path(target)} --onnx model.onnx [--int8]` for ONNX Runtime"
     default = ", the default of `--backend onnx`" if is_default else ""
-    checkpoint = "" if is_default else f" --checkpoint {shown_path(fp32)}"
+    checkpoint = "" if is_default else " --model fast" if is_fast else f" --checkpoint {shown_path(fp32)}"
     return (
         f"- ONNX Runtime: `{fp32.name}` (float32{default}) and `{int8.name}` (int8) beside this file: `facelib "
         f"predict PHOTO... --backend onnx{checkpoint}`"

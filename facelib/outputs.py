@@ -10,6 +10,7 @@ import functools
 import os
 import platform
 import re
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -178,10 +179,11 @@ def shown_paths(text: str) -> str:
 
 
 def provenance(data: str, command: str | None = None) -> str:
-    """One line saying what produced a table: command (default: this process's), data, commit, machine, date."""
+    """One line saying what produced a table: command (default: this process's, quoted to paste into a shell), data,
+    commit, machine, date."""
     if command is None:
         is_cli = Path(sys.argv[0]).name == "facelib" or Path(sys.argv[0]).parts[-2:] == ("facelib", "__main__.py")
-        command = " ".join(["facelib", *sys.argv[1:]]) if is_cli else "facelib (library call)"
+        command = shlex.join(["facelib", *sys.argv[1:]]) if is_cli else "facelib (library call)"
     date = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
     return shown_paths(f"Made by `{command}` on data `{data}`, commit {commit()}, {machine()}, {date}.")
 

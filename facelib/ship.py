@@ -150,6 +150,7 @@ def ship(
             data_root=_dataset_root(data),
             licence=SYNTHETIC_LICENCE if _is_synthetic(data) else LICENCE,
             default_model=DEFAULT_MODEL,
+            fast_model=FAST_MODEL,
             agreement_photos=AGREEMENT_PHOTOS,
             selection=selection,
             start=start,

@@ -105,3 +105,10 @@ def test_every_facelib_name_the_docs_cite_exists():
             if target is None:
                 missing.append(f"{page.name}: {cited}")
     assert not missing, missing
+
+
+def test_a_provenance_line_quotes_the_command_so_it_pastes_into_a_shell(monkeypatch):
+    from facelib.outputs import provenance
+
+    monkeypatch.setattr(sys, "argv", ["/x/.venv/bin/facelib", "ship", "run.pt", "--why", "the fast model, 256 px"])
+    assert provenance("data").startswith("Made by `facelib ship run.pt --why 'the fast model, 256 px'` on data `data`")

@@ -385,6 +385,7 @@ def test_each_shipped_model_parses_a_photo_with_its_card_beside_it(which, synthe
         ratio = re.search(r"([\d.]+)x the time of torchvision lraspp_mobilenet_v3_large at 512 px", card)
         plain = re.search(r"\| TTA none, original labels \| ([\d.]+) \|", card)
         assert ratio and float(ratio.group(1)) <= 0.3 and plain and float(plain.group(1)) >= 62.0
+        assert "`facelib predict PHOTO... --model fast` (the shipped fast model)" in card
     photo = sorted((synthetic_root / "test" / "images").iterdir())[0]
     assert main(["predict", str(photo), "--model", which, "--out", str(tmp_path)]) == 0
     mask = np.asarray(Image.open(tmp_path / f"{photo.stem}.png"))
