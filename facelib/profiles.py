@@ -154,6 +154,7 @@ PROFILES: dict[str, Profile] = {
                 ("baseline", {"cpu_bf16": True}),
                 ("moving average 0.999, seed 1", {"cpu_bf16": True, "seed": 1, "ema_decay": 0.999}),
                 ("resize x0.5-2.0", {"cpu_bf16": True, "augment": "full_wide"}),
+                ("random erasing", {"cpu_bf16": True, "augment": "full_erase"}),
                 ("native-scale crops: 256 px of the 512 px photos", {"cpu_bf16": True, "photo_size": 512}),
                 ("audit-corrected labels", {"cpu_bf16": True, "corrected_labels": True}),
                 ("distillation from the shipped model", {"cpu_bf16": True, "teacher": SHIPPED_TEACHER}),
