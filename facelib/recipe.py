@@ -56,9 +56,9 @@ def plan(name: str, stages: list[TrainConfig], results: str | Path, checkpoints:
             reused += 1
             continue
         seconds, source = expected_seconds(config, results, None if made is None else key)
+        cost = f"about {seconds / 3600:.1f} h {source}" if seconds else source
         again = ", trained again: its checkpoint is not here" if made is not None else ""
-        lines.append(f"  stage {number}: {what}: " + (f"about {seconds / 3600:.1f} h {source}" if seconds else source))
-        lines[-1] += again
+        lines.append(f"  stage {number}: {what}: {cost}{again}")
         total, known = total + (seconds or 0.0), known and seconds is not None
     left = f" left ({reused} of {len(stages)} finished earlier)" if reused else " in all"
     head = f"recipe {name}: {len(stages)} stages, " + (
