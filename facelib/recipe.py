@@ -16,7 +16,7 @@ from typing import Any
 
 from facelib.config import RECIPES, RUNTIME_FIELDS, TrainConfig, photos_note, preset_config
 from facelib.errors import ConfigError
-from facelib.run import identify, run_key
+from facelib.run import best_checkpoint, identify, run_key
 from facelib.runcache import expected_seconds, finished_summary
 from facelib.train import train
 
@@ -47,7 +47,7 @@ def plan(name: str, stages: list[TrainConfig], results: str | Path, checkpoints:
             config = config if start is None else config.replace(init_from=str(start))
             key = run_key(config, identify(config, results).fingerprint)
         made = finished_summary(results, key) if key else None
-        best = Path(checkpoints) / str(key) / "best.pt"
+        best = best_checkpoint(Path(checkpoints) / str(key))
         start = best if made is not None and best.is_file() else None
         what = f"{config.model}, {config.iterations * config.batch_size:,} samples at {config.crop_size} px"
         what += photos_note(config.to_dict())
@@ -84,7 +84,7 @@ def train_recipe(
     start, previous = time.monotonic(), None
     for number, config in enumerate(stages, 1):
         if previous is not None:
-            config = config.replace(init_from=str(Path(previous["checkpoint_dir"]) / "best.pt"))
+            config = config.replace(init_from=str(best_checkpoint(previous["checkpoint_dir"])))
         left = None if time_limit_s is None else time_limit_s - (time.monotonic() - start)
         if previous is not None and left is not None and left <= 0:
             log(f"recipe {name}: time limit reached before stage {number}; the same command goes on from there")

@@ -135,11 +135,21 @@ def _plain(value: Any) -> Any:
     raise TypeError(f"not JSON-serialisable: {type(value)}")
 
 
+def best_checkpoint(checkpoint_dir: str | Path) -> Path:
+    """The checkpoint a run keeps by validation mF1 in its checkpoint folder (`checkpoints/<key>`)."""
+    return Path(checkpoint_dir) / "best.pt"
+
+
 @dataclass
 class RunPaths:
     key: str
     run_dir: Path
     checkpoint_dir: Path
+
+    @classmethod
+    def of(cls, key: str, out: str | Path, checkpoints: str | Path) -> RunPaths:
+        """Run `key`'s folders under the results folder `out` and the checkpoints folder."""
+        return cls(key, Path(out) / "runs" / key, Path(checkpoints) / key)
 
     @property
     def summary(self) -> Path:
@@ -155,7 +165,7 @@ class RunPaths:
 
     @property
     def best(self) -> Path:
-        return self.checkpoint_dir / "best.pt"
+        return best_checkpoint(self.checkpoint_dir)
 
 
 @dataclass

@@ -22,7 +22,7 @@ import pandas as pd
 from facelib.checkpoint import load_checkpoint
 from facelib.config import TrainConfig, photos_note
 from facelib.errors import ReportError
-from facelib.run import identify, run_key
+from facelib.run import best_checkpoint, identify, run_key
 from facelib.train import train
 
 HEADLINE = ("mIoU", "mF1", "mFscore_ref", "per_image_F")
@@ -57,7 +57,7 @@ class Run:
 
     @property
     def checkpoint(self) -> Path:
-        return Path(self.summary["checkpoint_dir"]) / "best.pt"
+        return best_checkpoint(self.summary["checkpoint_dir"])
 
     @property
     def validations(self) -> pd.DataFrame:
@@ -153,7 +153,7 @@ def pack_runs(out: Path, results: Path, checkpoints: Path, keys: Sequence[str], 
             archive.add(results / "runs" / key, arcname=f"{results.name}/runs/{key}")
     os.replace(partial, out / "runs.tar")
     for key in keys if weights else ():
-        best = checkpoints / key / "best.pt"
+        best = best_checkpoint(checkpoints / key)
         if best.exists():
             shutil.copyfile(best, out / f".{key}.pt")
             os.replace(out / f".{key}.pt", out / f"{key}.pt")
@@ -237,7 +237,7 @@ class RunCache:
                 raise TimeLimitReached(f"{stopped} (time limit); run the same command again to resume it")
             raise ReportError(stopped)
         metrics = pd.read_csv(Path(summary["run_dir"]) / "metrics.csv")
-        trained = not cached or (retrain and (self.checkpoints / key / "best.pt").exists())
+        trained = not cached or (retrain and best_checkpoint(self.checkpoints / key).exists())
         run = Run(label, config, summary, metrics, trained_now=trained)
         print(
             f"{label}: run {key} "
@@ -258,7 +258,7 @@ class RunCache:
         return {**stored, **done, "run_dir": str(run_folder(self.results, fresh["key"]))}
 
     def has_weights(self, key: str) -> bool:
-        return (self.checkpoints / key / "best.pt").exists() or self.shipped_weights(key) is not None
+        return best_checkpoint(self.checkpoints / key).exists() or self.shipped_weights(key) is not None
 
     def shipped_weights(self, key: str) -> Path | None:
         """A weights file committed under RESULTS/models/ that was made by run `key`, if there is one."""

@@ -210,7 +210,7 @@ def train(
     prepare_cpu(config, device)
     data = identify(config, out, procs)
     key = run_key(config, data.fingerprint)
-    paths = RunPaths(key, Path(out) / "runs" / key, Path(checkpoints) / key)
+    paths = RunPaths.of(key, out, checkpoints)
     stored = json.loads(paths.summary.read_text()) if paths.summary.exists() else {}
     rerun = bool(stored.get("finished")) and require_checkpoint and not paths.best.exists()
     if stored.get("finished") and not rerun:
