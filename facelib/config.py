@@ -180,6 +180,7 @@ TRAIN_PRESETS: dict[str, dict[str, Any]] = {
 
 
 _SLIM, _FAST = {"model": "bisenetv2_xs_slimaux"}, {"model": "bisenetv2_fast"}
+_NATIVE = {**_SLIM, "cpu_bf16": True, "photo_size": 512}  # crops of the photos at the masks' own 512 px
 RECIPES: dict[str, tuple[tuple[str, dict[str, Any]], ...]] = {
     "cpu-shipped": (  # the shipped model's stages: 192k samples at 256 px, then 320, 384 and 384 px with repeat factors
         ("cpu-long", {**_SLIM, "cpu_bf16": True}),
@@ -189,6 +190,10 @@ RECIPES: dict[str, tuple[tuple[str, dict[str, Any]], ...]] = {
             "cpu-long",
             {**_SLIM, "crop_size": 384, "lr": 5e-4, "iterations": 1200, "val_interval": 300, "repeat_threshold": 0.3},
         ),
+    ),
+    "cpu-native": (  # 192k samples as 256 px crops of the 512 px photos, then 9.6k as 384 px crops at lr 5e-4
+        ("cpu-long", _NATIVE),
+        ("cpu-long", {**_NATIVE, "crop_size": 384, "lr": 5e-4, "iterations": 1200, "val_interval": 300}),
     ),
     "cpu-fast": (  # the fast model: bisenetv2_fast, the cpu preset's 40k samples at 256 px, then 64k more at lr 1e-3
         ("cpu", {**_FAST, "cpu_bf16": True}),

@@ -16,6 +16,7 @@ from pathlib import Path
 import pandas as pd
 
 from facelib.checkpoint import load_checkpoint
+from facelib.config import photos_note
 from facelib.infer import stored_evaluation
 from facelib.report_rows import TableRows
 from facelib.runcache import Run, lineage, read_run
@@ -59,7 +60,7 @@ def shipped_stages(results: Path) -> list[Run]:
     stages, seen = [], 0
     for number, summary in enumerate(summaries, 1):
         run = read_run(results, summary)
-        run.label = f"stage {number}: {run.config.crop_size} px" + (
+        run.label = f"stage {number}: {run.config.crop_size} px{photos_note(run.config.to_dict())}" + (
             f", repeat factors {run.config.repeat_threshold:g}" if run.config.repeat_threshold else ""
         )
         stages.append(replace(run, samples_before=seen))

@@ -9,14 +9,14 @@ from __future__ import annotations
 from pathlib import Path
 
 from facelib.checkpoint import load_checkpoint
-from facelib.config import RUNTIME_FIELDS
+from facelib.config import RUNTIME_FIELDS, photos_note
 from facelib.errors import ConfigError
 from facelib.profiles import TABLES, table_rows
 from facelib.report_rows import TableRows
 from facelib.runcache import Run, finished_summary, read_run, run_record
 from facelib.tables import best_run, choice
 
-LONGER_RUN_FIELDS = ("model", "iterations", "val_interval", "cpu_bf16")
+LONGER_RUN_FIELDS = ("model", "iterations", "val_interval", "cpu_bf16", "photo_size")
 """What a longer run of Table 4's recipe may change (`longer_runs`); everything else must match."""
 FINE_TUNE_FIELDS = ("crop_size", "lr", "seed", "init_from", "repeat_threshold")  # and for a run fine-tuned from one
 SHIPPED = "what `facelib predict` uses without `--checkpoint`"
@@ -33,11 +33,13 @@ def longer_runs(rows: TableRows) -> list[Run]:
         config, samples = run.config, run.config.iterations * run.config.batch_size
         differs = {k for k, v in config.to_dict().items() if v != base.to_dict()[k]} - set(RUNTIME_FIELDS)
         if config.iterations > base.iterations and differs <= set(LONGER_RUN_FIELDS):
-            run.label = f"{config.model}, {samples:,} samples" + (", CPU bf16" if config.cpu_bf16 else "")
+            run.label = f"{config.model}, {samples:,} samples{photos_note(config.to_dict())}"
+            run.label += ", CPU bf16" * config.cpu_bf16
             found.append(run)
         elif config.init_from and differs <= {*LONGER_RUN_FIELDS, *FINE_TUNE_FIELDS}:
             parent = str(run_record(rows.cache.results, run.key).get("init_run_key"))
-            run.label = f"{config.model}, +{samples:,} samples at {config.crop_size} px from {parent.split('-')[-1]}"
+            run.label = f"{config.model}, +{samples:,} samples at {config.crop_size} px{photos_note(config.to_dict())}"
+            run.label += f" from {parent.split('-')[-1]}"
             run.label += f", repeat factors {config.repeat_threshold:g}" * bool(config.repeat_threshold)
             tunes.setdefault(parent, []).append(run)
 
