@@ -28,7 +28,7 @@ fp32 checkpoint on {agreement:.3f}% of pixels ({photos} training photos)
 {speed}- from run `{run_key}`, best checkpoint by validation mF1 at iteration {iteration}
 {chosen}
 ## Training
-{start}- recipe: {iterations} iterations of batch {batch} at {crop}px crops{photos_note}, AdamW lr {lr} ({schedule}, \
+{start}- recipe: {iterations} iterations of batch {batch} at {crop} px{photos_note}, AdamW lr {lr} ({schedule}, \
 warm-up {warmup}), weight decay {weight_decay}, loss `{loss}`, augmentation `{augment}`, seed {seed}{corrected}
 {run}
 

@@ -191,9 +191,8 @@ RECIPES: dict[str, tuple[tuple[str, dict[str, Any]], ...]] = {
             {**_SLIM, "crop_size": 384, "lr": 5e-4, "iterations": 1200, "val_interval": 300, "repeat_threshold": 0.3},
         ),
     ),
-    "cpu-native": (  # 192k samples as 256 px crops of the 512 px photos, then 9.6k as 384 px crops at lr 5e-4
+    "cpu-native": (  # 192k samples as 256 px crops of the 512 px photos (a 384 px crop stage after it gained nothing)
         ("cpu-long", _NATIVE),
-        ("cpu-long", {**_NATIVE, "crop_size": 384, "lr": 5e-4, "iterations": 1200, "val_interval": 300}),
     ),
     "cpu-fast": (  # the fast model: bisenetv2_fast, the cpu preset's 40k samples at 256 px, then 64k more at lr 1e-3
         ("cpu", {**_FAST, "cpu_bf16": True}),

@@ -33,7 +33,8 @@ def longer_runs(rows: TableRows) -> list[Run]:
         config, samples = run.config, run.config.iterations * run.config.batch_size
         differs = {k for k, v in config.to_dict().items() if v != base.to_dict()[k]} - set(RUNTIME_FIELDS)
         if config.iterations > base.iterations and differs <= set(LONGER_RUN_FIELDS):
-            run.label = f"{config.model}, {samples:,} samples{photos_note(config.to_dict())}"
+            native = f" at {config.crop_size} px{photos_note(config.to_dict())}" if config.photo_size else ""
+            run.label = f"{config.model}, {samples:,} samples{native}"
             run.label += ", CPU bf16" * config.cpu_bf16
             found.append(run)
         elif config.init_from and differs <= {*LONGER_RUN_FIELDS, *FINE_TUNE_FIELDS}:
