@@ -48,19 +48,21 @@ def lever_runs(rows: TableRows) -> list[Run]:
     return [rows.run("levers", label, **changes) for label, changes in rows.profile.lever_rows]
 
 
-def shipped_stages(results: Path) -> list[Run]:
-    """The stages that trained the shipped model (`RESULTS/models/facelib-best.pt`), oldest first, each counting
-    the samples of the stages before it; empty when there is none or its first run is not in this cache."""
-    shipped = results / "models" / "facelib-best.pt"
-    if not shipped.exists():
+def model_stages(results: Path, model: str = "facelib-best.pt", name: str = "") -> list[Run]:
+    """The stages that trained a model file under `RESULTS/models/` (default: the shipped one), oldest first,
+    each counting the samples of the stages before it and labelled after `name`; empty when there is no such
+    file or its first run is not in this cache."""
+    path = results / "models" / model
+    if not path.exists():
         return []
-    summaries = lineage(results, str(load_checkpoint(shipped).get("run_key")))[::-1]
+    summaries = lineage(results, str(load_checkpoint(path).get("run_key")))[::-1]
     if not summaries or summaries[0]["config"].get("init_from"):
         return []
     stages, seen = [], 0
     for number, summary in enumerate(summaries, 1):
         run = read_run(results, summary)
-        run.label = f"stage {number}: {run.config.crop_size} px{photos_note(run.config.to_dict())}" + (
+        note = photos_note(run.config.to_dict()) or ", whole photos resized"
+        run.label = f"{name}{', ' * bool(name)}stage {number}: {run.config.crop_size} px{note}" + (
             f", repeat factors {run.config.repeat_threshold:g}" if run.config.repeat_threshold else ""
         )
         stages.append(replace(run, samples_before=seen))

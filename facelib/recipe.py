@@ -61,7 +61,7 @@ def plan(name: str, stages: list[TrainConfig], results: str | Path, checkpoints:
         lines.append(f"  stage {number}: {what}: {cost}{again}")
         total, known = total + (seconds or 0.0), known and seconds is not None
     left = f" left ({reused} of {len(stages)} finished earlier)" if reused else " in all"
-    head = f"recipe {name}: {len(stages)} stages, " + (
+    head = f"recipe {name}: {len(stages)} stage{'s' * (len(stages) != 1)}, " + (
         f"about {total / 3600:.1f} h of training{left}"
         if known
         else "a total unknown until every stage's model and crop has a finished run here"
