@@ -182,7 +182,7 @@ TRAIN_PRESETS: dict[str, dict[str, Any]] = {
 _SLIM, _FAST = {"model": "bisenetv2_xs_slimaux"}, {"model": "bisenetv2_fast"}
 _NATIVE = {**_SLIM, "cpu_bf16": True, "photo_size": 512}  # crops of the photos at the masks' own 512 px
 RECIPES: dict[str, tuple[tuple[str, dict[str, Any]], ...]] = {
-    "cpu-shipped": (  # the shipped model's stages: 192k samples at 256 px, then 320, 384 and 384 px with repeat factors
+    "cpu-shipped": (  # the 384 px model shipped before: 192k samples at 256 px, then 320, 384 and 384 px (repeat factors)
         ("cpu-long", {**_SLIM, "cpu_bf16": True}),
         ("cpu-long", {**_SLIM, "crop_size": 320, "lr": 5e-4, "iterations": 2000, "val_interval": 400}),
         ("cpu-long", {**_SLIM, "crop_size": 384, "lr": 5e-4, "iterations": 1200, "val_interval": 300}),
