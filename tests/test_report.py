@@ -296,8 +296,8 @@ def test_a_lever_rows_teacher_is_named_under_the_results_root(tmp_path):
     rows = TableRows.open("cpu", results=tmp_path / "results")
     changes = next(changes for _, changes in rows.profile.lever_rows if "teacher" in changes)
     config = rows.config("levers", **changes)
-    assert config.teacher == str(tmp_path / "results" / "models" / "facelib-best.pt")
-    assert changes["teacher"] == "models/facelib-best.pt", "the profile's own row is left as it is"
+    assert config.teacher == str(tmp_path / "results" / "models" / "teacher-384px.pt")
+    assert changes["teacher"] == "models/teacher-384px.pt", "the profile's own row is left as it is"
 
 
 def test_lever_findings_judge_each_lever_against_the_seed_spread():
