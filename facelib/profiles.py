@@ -42,7 +42,8 @@ CPU_PROXY = {
     "loss": "wce_lovasz_dice_coarse4",
 }
 """The lever proxy on a CPU: `facelib train cpu --model bisenetv2_xs_slimaux` (40k samples at 256 px, about 50 min
-on an AVX512-BF16 machine in bf16), the first stage of the shipped recipe cut to a fifth of its samples."""
+on an AVX512-BF16 machine in bf16), the `cpu-long` stage both shipped recipes start from, cut to a fifth of its
+samples."""
 
 
 LEVER_TEACHER = "models/teacher-384px.pt"
