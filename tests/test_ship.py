@@ -365,6 +365,18 @@ def test_runs_trains_a_table_row_scores_its_tta_and_ship_best_picks_it(tiny_prof
     assert [r.key for r in longer_runs(rows)] == [key, tuned]  # nor is it a longer run of this profile's Table 4
 
 
+def test_a_native_scale_run_of_table_4s_recipe_is_one_of_its_longer_runs(tiny_profile, synthetic_root, tmp_path):
+    """`photo_size` may differ in a longer run (crops of larger photos); its label says so."""
+    cropping = replace(PROFILES[tiny_profile], comparison={**PROFILES[tiny_profile].comparison, "augment": "geometric"})
+    PROFILES[tiny_profile] = cropping  # the tiny profile with a cropping augmentation (restored by monkeypatch)
+    results, checkpoints = tmp_path / "results", tmp_path / "checkpoints"
+    rows = TableRows.open(tiny_profile, str(synthetic_root), "cpu", results, checkpoints, train_missing=False)
+    base = rows.config("comparison", model="fastscnn")
+    train(base.replace(iterations=10, val_interval=5, photo_size=96), results, checkpoints)
+    (found,) = longer_runs(rows)
+    assert found.label == "fastscnn, 40 samples at 64 px crops of 96 px photos"
+
+
 SHIPPED_FILES = [
     pytest.param(which, marks=pytest.mark.skipif(not path.exists(), reason=f"no model shipped yet ({path.name})"))
     for which, path in (("best", DEFAULT_MODEL), ("fast", FAST_MODEL))
