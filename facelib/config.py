@@ -179,6 +179,10 @@ TRAIN_PRESETS: dict[str, dict[str, Any]] = {
 """Named starting points for `facelib train PRESET`; flags override their fields."""
 
 
+STAGE_BEFORE = "stage-before"
+"""A recipe stage's `pseudo_labels` value: the unannotated test photos labelled by the best checkpoint of the
+stage before, under multi-scale TTA (what `facelib predict --tta multiscale` writes), kept beside that checkpoint."""
+
 _SLIM, _FAST = {"model": "bisenetv2_xs_slimaux"}, {"model": "bisenetv2_fast"}
 _NATIVE = {**_SLIM, "cpu_bf16": True, "photo_size": 512}  # crops of the photos at the masks' own 512 px
 RECIPES: dict[str, tuple[tuple[str, dict[str, Any]], ...]] = {
@@ -194,13 +198,18 @@ RECIPES: dict[str, tuple[tuple[str, dict[str, Any]], ...]] = {
     "cpu-native": (  # 192k samples as 256 px crops of the 512 px photos (a 384 px crop stage after it gained nothing)
         ("cpu-long", _NATIVE),
     ),
+    "cpu-native-pseudo": (  # cpu-native, then 48k samples more with the test photos it labels (multi-scale TTA)
+        ("cpu-long", _NATIVE),
+        ("cpu-long", {**_NATIVE, "lr": 3e-4, "iterations": 6000, "val_interval": 750, "pseudo_labels": STAGE_BEFORE}),
+    ),
     "cpu-fast": (  # the fast model: bisenetv2_fast, the cpu preset's 40k samples at 256 px, then 64k more at lr 1e-3
         ("cpu", {**_FAST, "cpu_bf16": True}),
         ("cpu", {**_FAST, "cpu_bf16": True, "lr": 1e-3, "iterations": 8000, "val_interval": 800}),
     ),
 }
 """Multi-stage recipes for `facelib train RECIPE`: each stage a training preset and its changes; every stage
-after the first starts from the best checkpoint of the stage before it (`init_from`)."""
+after the first starts from the best checkpoint of the stage before it (`init_from`); `STAGE_BEFORE` as a stage's
+`pseudo_labels` trains it on that checkpoint's labels of the test photos too."""
 
 
 def photos_note(config: Mapping[str, Any]) -> str:

@@ -4,19 +4,24 @@ another in one command, each stage after the first fine-tuned from the best chec
 Every stage is an ordinary run of the run cache: a finished stage is found again (and trained again only when
 a later stage needs its checkpoint and it is not here), a stage cut off by `--time-limit` resumes from its
 last.pt when the same command runs again. Before anything trains, the recipe's expected cost is printed,
-stage by stage, from the speeds of finished runs of the same model and crop in the cache.
+stage by stage, from the speeds of finished runs of the same model and crop in the cache. A stage whose
+`pseudo_labels` is `STAGE_BEFORE` first has the stage before's best checkpoint label the dataset's unannotated
+test photos under multi-scale TTA, once, into a folder beside that checkpoint named by its content.
 """
 
 from __future__ import annotations
 
+import shutil
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from facelib.config import RECIPES, RUNTIME_FIELDS, TrainConfig, photos_note, preset_config
-from facelib.errors import ConfigError
-from facelib.run import best_checkpoint, identify, run_key
+from facelib.config import RECIPES, RUNTIME_FIELDS, STAGE_BEFORE, TrainConfig, photos_note, preset_config
+from facelib.data import discover
+from facelib.errors import ConfigError, DataError
+from facelib.infer import predict
+from facelib.run import best_checkpoint, identify, init_digest, run_key
 from facelib.runcache import expected_seconds, finished_summary
 from facelib.train import train
 
@@ -32,7 +37,32 @@ def recipe_stages(name: str, runtime: Mapping[str, Any]) -> list[TrainConfig]:
             f"a recipe fixes what its stages compute; {', '.join(outside)} cannot be set for it "
             f"(only {', '.join(RUNTIME_FIELDS)})"
         )
-    return [preset_config(preset, **changes, **runtime) for preset, changes in RECIPES[name]]
+    stages = [preset_config(preset, **changes, **runtime) for preset, changes in RECIPES[name]]
+    if stages[0].pseudo_labels == STAGE_BEFORE:
+        raise ConfigError(f"recipe {name!r}: its first stage has no stage before it to label the test photos")
+    return stages
+
+
+def labels_folder(best: Path) -> Path:
+    """Where the test photos' labels by checkpoint `best` are kept: beside it, named by its content."""
+    return best.parent / f"pseudo-multiscale-{init_digest(best)}"
+
+
+def stage_labels(config: TrainConfig, best: Path) -> TrainConfig:
+    """`config` with `pseudo_labels` made real when it is `STAGE_BEFORE`: the dataset's test photos labelled by
+    `best` under multi-scale TTA, written whole (into a staging folder, then renamed) or found again."""
+    if config.pseudo_labels != STAGE_BEFORE:
+        return config
+    folder = labels_folder(best)
+    if not folder.is_dir():
+        photos = discover(config.data).test_images
+        if not photos:
+            raise DataError(f"{discover(config.data).root}: no test/images for the stage before's model to label")
+        staging = folder.with_name(f".{folder.name}.partial")
+        shutil.rmtree(staging, ignore_errors=True)
+        predict(best, photos, staging, tta="multiscale", device=config.device)
+        staging.rename(folder)
+    return config.replace(pseudo_labels=str(folder))
 
 
 def plan(name: str, stages: list[TrainConfig], results: str | Path, checkpoints: str | Path = "checkpoints") -> str:
@@ -42,15 +72,18 @@ def plan(name: str, stages: list[TrainConfig], results: str | Path, checkpoints:
     lines, total, known, reused = [], 0.0, True, 0
     start: Path | None = None  # the best.pt of the stage before, finished and kept
     for number, config in enumerate(stages, 1):
-        key = None
-        if number == 1 or start is not None:
+        key, pseudo = None, config.pseudo_labels == STAGE_BEFORE
+        labelled = pseudo and start is not None and labels_folder(start).is_dir()
+        if number == 1 or (start is not None and (not pseudo or labelled)):
             config = config if start is None else config.replace(init_from=str(start))
+            config = config.replace(pseudo_labels=str(labels_folder(start))) if labelled else config
             key = run_key(config, identify(config, results).fingerprint)
         made = finished_summary(results, key) if key else None
         best = best_checkpoint(Path(checkpoints) / str(key))
         start = best if made is not None and best.is_file() else None
         what = f"{config.model}, {config.iterations * config.batch_size:,} samples at {config.crop_size} px"
         what += photos_note(config.to_dict())
+        what += f" and the test photos stage {number - 1}'s model labels" if pseudo else ""
         if made is not None and (start is not None or number == len(stages)):
             lines.append(f"  stage {number}: {what}: finished earlier (run {key}), reused")
             reused += 1
@@ -81,11 +114,12 @@ def train_recipe(
     limit stopped a stage: the same call resumes it)."""
     stages = recipe_stages(name, runtime)
     log(plan(name, stages, out, checkpoints))
-    start, previous = time.monotonic(), None
+    begun, previous = time.monotonic(), None
     for number, config in enumerate(stages, 1):
         if previous is not None:
-            config = config.replace(init_from=str(best_checkpoint(previous["checkpoint_dir"])))
-        left = None if time_limit_s is None else time_limit_s - (time.monotonic() - start)
+            start = best_checkpoint(previous["checkpoint_dir"])
+            config = stage_labels(config.replace(init_from=str(start)), start)
+        left = None if time_limit_s is None else time_limit_s - (time.monotonic() - begun)
         if previous is not None and left is not None and left <= 0:
             log(f"recipe {name}: time limit reached before stage {number}; the same command goes on from there")
             return previous

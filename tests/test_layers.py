@@ -36,8 +36,8 @@ LAYERS = [
     ["facelib.run"],
     ["facelib.train"],
     ["facelib.runcache"],
-    ["facelib.recipe"],
     ["facelib.infer"],
+    ["facelib.recipe"],
     ["facelib.export"],
     ["facelib.profiles"],
     ["facelib.card"],
@@ -54,7 +54,7 @@ LAYERS = [
     ["facelib.__main__"],
 ]
 """Bottom to top: errors and records, labels, data and models, losses and metrics, the user's settings
-(config), model files and running them, a run's identity, the training loop, the run cache, inference,
+(config), model files and running them, a run's identity, the training loop, the run cache, inference, recipes,
 export, the report's profiles, benchmarks and shipping, the report's tables, the runs behind them, the
 choice of a model and what notebooks render, the command line. A module may import from any layer below its own, never from its own or above."""
 MAX_LINES = 450

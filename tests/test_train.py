@@ -489,3 +489,32 @@ def test_a_recipe_trains_its_stages_in_order_each_from_the_one_before_and_finds_
     costs = plan("tiny", stages, tmp_path / "results", tmp_path / "checkpoints").splitlines()
     assert costs[1].endswith("when it was made, trained again: its checkpoint is not here") and "in all" in costs[0]
     assert "stage 2: fastscnn, 16 samples at 64 px: about 0.0 h at" in costs[2]  # its run is not known yet
+
+
+def test_a_recipe_stage_can_train_on_the_test_photos_the_stage_before_labels(
+    synthetic_root, tmp_path, monkeypatch, capsys
+):
+    from facelib import config as config_module
+    from facelib.recipe import labels_folder, plan, recipe_stages, train_recipe
+
+    stage = {"model": "fastscnn", "crop_size": 64, "iterations": 2, "val_interval": 1, "loss": "ce", "workers": 0}
+    labelled = {**stage, "pseudo_labels": config_module.STAGE_BEFORE}
+    monkeypatch.setitem(config_module.RECIPES, "tiny", (("cpu-quick", stage), ("cpu-quick", labelled)))
+    where, results, checkpoints = {"data": str(synthetic_root), "device": "cpu"}, tmp_path / "r", tmp_path / "c"
+    costs = plan("tiny", recipe_stages("tiny", where), results, checkpoints).splitlines()
+    assert "stage 2: fastscnn, 16 samples at 64 px and the test photos stage 1's model labels" in costs[2]
+    last = train_recipe("tiny", where, results, checkpoints)
+    record = json.loads((results / "runs" / last["key"] / "config.json").read_text())
+    first = record["init_run_key"]
+    folder = labels_folder(checkpoints / first / "best.pt")
+    assert sorted(p.stem for p in folder.glob("*.png")) == sorted(p.stem for p in synthetic_root.glob("test/images/*"))
+    assert Path(record["config"]["pseudo_labels"]).resolve() == folder.resolve()  # recorded relative to here
+    assert not list(folder.parent.glob(".*partial"))
+    unlabelled = json.loads((results / "runs" / first / "config.json").read_text())
+    assert record["data"] != unlabelled["data"]  # the labels are part of what the stage trained on
+    capsys.readouterr()
+    assert train_recipe("tiny", where, results, checkpoints)["key"] == last["key"]
+    assert "about 0.0 h of training left (2 of 2 finished earlier)" in capsys.readouterr().out
+    monkeypatch.setitem(config_module.RECIPES, "tiny", (("cpu-quick", labelled),))
+    with pytest.raises(ConfigError, match="no stage before it"):
+        recipe_stages("tiny", where)
