@@ -17,9 +17,10 @@ import pandas as pd
 
 from facelib.checkpoint import load_checkpoint
 from facelib.config import photos_note
+from facelib.errors import ReportError
 from facelib.infer import stored_evaluation
 from facelib.report_rows import TableRows
-from facelib.runcache import Run, lineage, read_run
+from facelib.runcache import Run, finished_summary, lineage, read_run
 
 RARE = {"neck_l": "necklace", "ear_r": "earrings", "hat": "hat", "cloth": "cloth"}
 """The thin and rare classes whose IoU the table shows beside the means."""
@@ -44,8 +45,21 @@ class Spread:
 
 
 def lever_runs(rows: TableRows) -> list[Run]:
-    """The runs of the profile's lever rows, each found in the run cache (or trained where the report may)."""
-    return [rows.run("levers", label, **changes) for label, changes in rows.profile.lever_rows]
+    """The runs of the profile's lever rows, each found in the run cache (or trained where the report may), then
+    its recorded rows (`lever_recorded`: runs whose training data is not committed, read by key)."""
+    runs = [rows.run("levers", label, **changes) for label, changes in rows.profile.lever_rows]
+    return runs + [recorded_run(rows.cache.results, label, key) for label, key in rows.profile.lever_recorded]
+
+
+def recorded_run(results: Path, label: str, key: str) -> Run:
+    """The finished run `key` of the run cache as a lever row, found by its key alone (never trained)."""
+    summary = finished_summary(results, key)
+    if summary is None:
+        raise ReportError(
+            f"lever row {label!r}: run {key} is not finished in the run cache {results / 'runs'}; it is read by its "
+            "key and never trained by a report (its training data is not committed): restore its folder from git"
+        )
+    return read_run(results, summary, label)
 
 
 def model_stages(results: Path, model: str = "facelib-best.pt", name: str = "") -> list[Run]:

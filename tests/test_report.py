@@ -292,6 +292,19 @@ def test_lever_rows_read_the_train_split_and_corrected_label_scores_stored_besid
     assert held_out_scores(tmp_path, run) == {"train mIoU": 71.2, "corrected mIoU": 64.1}
 
 
+def test_the_recorded_pseudo_label_lever_is_the_native_proxy_trained_on_labelled_test_photos_too(tmp_path):
+    from facelib.levers import recorded_run
+
+    rows = TableRows.open("cpu", results=Path(__file__).resolve().parents[1] / "results")
+    native = rows.config("levers", **dict(rows.profile.lever_rows)["native-scale crops: 256 px of the 512 px photos"])
+    label, key = rows.profile.lever_recorded[0]
+    run = recorded_run(rows.cache.results, label, key)  # committed: the report reads it by key
+    changed = {k for k, v in run.config.to_dict().items() if v != native.to_dict()[k]} - set(RUNTIME_FIELDS)
+    assert changed == {"pseudo_labels"} and run.label == label and run.summary["finished"]
+    with pytest.raises(ReportError, match=f"run {key} is not finished in the run cache"):
+        recorded_run(tmp_path, label, key)
+
+
 def test_a_lever_rows_teacher_is_named_under_the_results_root(tmp_path):
     rows = TableRows.open("cpu", results=tmp_path / "results")
     changes = next(changes for _, changes in rows.profile.lever_rows if "teacher" in changes)
