@@ -195,12 +195,8 @@ RECIPES: dict[str, tuple[tuple[str, dict[str, Any]], ...]] = {
             {**_SLIM, "crop_size": 384, "lr": 5e-4, "iterations": 1200, "val_interval": 300, "repeat_threshold": 0.3},
         ),
     ),
-    "cpu-native": (  # 192k samples as 256 px crops of the 512 px photos (a 384 px crop stage after it gained nothing)
+    "cpu-native": (  # 192k samples as 256 px crops of the 512 px photos (stages after it gained nothing: experiments.md)
         ("cpu-long", _NATIVE),
-    ),
-    "cpu-native-pseudo": (  # cpu-native, then 48k samples more with the test photos it labels (multi-scale TTA)
-        ("cpu-long", _NATIVE),
-        ("cpu-long", {**_NATIVE, "lr": 3e-4, "iterations": 6000, "val_interval": 750, "pseudo_labels": STAGE_BEFORE}),
     ),
     "cpu-fast": (  # the fast model: bisenetv2_fast, the cpu preset's 40k samples at 256 px, then 64k more at lr 1e-3
         ("cpu", {**_FAST, "cpu_bf16": True}),
