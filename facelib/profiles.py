@@ -168,6 +168,10 @@ PROFILES: dict[str, Profile] = {
                 ("native-scale crops: 256 px of the 512 px photos", {"cpu_bf16": True, "photo_size": 512}),
                 ("audit-corrected labels", {"cpu_bf16": True, "corrected_labels": True}),
                 ("distillation from the 384 px model (65.27)", {"cpu_bf16": True, "teacher": LEVER_TEACHER}),
+                (
+                    "repeat factors 0.3 (photos with rare classes drawn more often)",
+                    {"cpu_bf16": True, "repeat_threshold": 0.3},
+                ),
             ),
             lever_noise=("baseline", "moving average 0.999, seed 1: trained weights"),
             lever_recorded=(("native-scale crops and pseudo-labels from the native-crop model", PSEUDO_LEVER_RUN),),
