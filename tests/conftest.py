@@ -33,9 +33,17 @@ def dataset_copy(synthetic_root: Path, tmp_path: Path) -> Path:
 
 
 QUICK_RUN = {
-    "model": "fastscnn", "crop_size": 64, "iterations": 60, "val_interval": 20, "batch_size": 8,
-    "loss": "ce", "lr": 1e-2, "augment": "baseline", "workers": 0, "device": "cpu",
-}  # fmt: skip
+    "model": "fastscnn",
+    "crop_size": 64,
+    "iterations": 60,
+    "val_interval": 20,
+    "batch_size": 8,
+    "loss": "ce",
+    "lr": 1e-2,
+    "augment": "baseline",
+    "workers": 0,
+    "device": "cpu",
+}
 """A run that learns something in seconds on the small synthetic set (2 cores); on the CPU even where a GPU
 exists, since the resume test compares weights bit for bit."""
 

@@ -18,8 +18,11 @@ PAIRS = [f"{CLASS_NAMES[a]}/{CLASS_NAMES[b]}" for a, b in LEFT_RIGHT_PAIRS]
 
 
 def visible_pairs(mask: np.ndarray) -> set[str]:
-    return {name for name, (a, b) in zip(PAIRS, LEFT_RIGHT_PAIRS, strict=True)
-            if (mask == a).sum() >= MIN_PART_PIXELS or (mask == b).sum() >= MIN_PART_PIXELS}  # fmt: skip
+    return {
+        name
+        for name, (a, b) in zip(PAIRS, LEFT_RIGHT_PAIRS, strict=True)
+        if (mask == a).sum() >= MIN_PART_PIXELS or (mask == b).sum() >= MIN_PART_PIXELS
+    }
 
 
 @pytest.fixture(scope="module")

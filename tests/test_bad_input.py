@@ -74,8 +74,17 @@ def rgb_mask_with_foreign_colour(root: Path) -> tuple[Path, str]:
     return root, rf"{mask.name}: RGB mask has colours that are not in the class palette: \(10,20,30\)"
 
 
-CASES = [missing_folder, empty_folder, folder_without_layout, image_without_mask, two_images_one_name, truncated_jpeg,
-         mask_of_wrong_size, mask_with_value_42, rgb_mask_with_foreign_colour]  # fmt: skip
+CASES = [
+    missing_folder,
+    empty_folder,
+    folder_without_layout,
+    image_without_mask,
+    two_images_one_name,
+    truncated_jpeg,
+    mask_of_wrong_size,
+    mask_with_value_42,
+    rgb_mask_with_foreign_colour,
+]
 
 
 @pytest.mark.parametrize("command", ["stats", "audit"])

@@ -16,8 +16,15 @@ pytestmark = pytest.mark.slow  # every test here exports or times models: second
 
 
 def test_bench_train_reports_data_step_loop_and_the_lovasz_share(synthetic_root, tmp_path):
-    config = TrainConfig(data=str(synthetic_root), model="fastscnn", crop_size=64, batch_size=2, workers=0,
-                         loss="wce_lovasz_dice", device="cpu")  # fmt: skip
+    config = TrainConfig(
+        data=str(synthetic_root),
+        model="fastscnn",
+        crop_size=64,
+        batch_size=2,
+        workers=0,
+        loss="wce_lovasz_dice",
+        device="cpu",
+    )
     table = bench_train(config, steps=2, warmup=1, out=tmp_path)
     assert list(table.index) == ["data", "step", "loop", "step_without_lovasz", "step_smp_lovasz"]
     assert (table["images_per_s"] > 0).all()
@@ -49,9 +56,17 @@ def test_cpu_lever_table_has_each_lever_on_and_off_and_ratios_to_plain_ce(synthe
 
 
 def test_bench_infer_measures_each_backend_and_their_agreement(synthetic_root, tmp_path):
-    table = bench_infer("lraspp_mobilenetv3", size=64, repeats=2, warmup=1, data=synthetic_root,
-                        backends=("eager", "onnx_fp32", "onnx_int8", "onnx_fp32_fixed"), calibration_images=2,
-                        out=tmp_path, onnx_dir=tmp_path / "onnx")  # fmt: skip
+    table = bench_infer(
+        "lraspp_mobilenetv3",
+        size=64,
+        repeats=2,
+        warmup=1,
+        data=synthetic_root,
+        backends=("eager", "onnx_fp32", "onnx_int8", "onnx_fp32_fixed"),
+        calibration_images=2,
+        out=tmp_path,
+        onnx_dir=tmp_path / "onnx",
+    )
     assert list(table.index) == ["eager", "onnx_fp32", "onnx_int8", "onnx_fp32_fixed"]
     assert (table["status"] == "ok").all(), table["status"]
     assert (table["median_ms"] > 0).all() and (table["p90_ms"] >= table["median_ms"]).all()
@@ -67,15 +82,23 @@ def test_bench_infer_measures_each_backend_and_their_agreement(synthetic_root, t
 
 def test_bench_infer_with_a_checkpoint_adds_validation_accuracy(quick_run, synthetic_root):
     best = Path(quick_run["checkpoint_dir"]) / "best.pt"
-    table = bench_infer(checkpoint=best, size=64, repeats=2, warmup=1, data=synthetic_root,
-                        backends=("eager", "onnx_fp32_fixed"), out=quick_run["base"] / "results", accuracy=True)  # fmt: skip
+    table = bench_infer(
+        checkpoint=best,
+        size=64,
+        repeats=2,
+        warmup=1,
+        data=synthetic_root,
+        backends=("eager", "onnx_fp32_fixed"),
+        out=quick_run["base"] / "results",
+        accuracy=True,
+    )
     assert table.loc["eager", "val_mIoU"] == pytest.approx(quick_run["best"]["mIoU"], abs=1e-3)
     assert abs(table.loc["onnx_fp32_fixed", "val_mIoU_drop"]) < 0.01
 
 
 def test_bench_cli_writes_a_table_with_its_provenance(synthetic_root, tmp_path):
-    code = main(["bench", "infer", "--model", "fastscnn", "--size", "64", "--repeats", "2", "--backends",
-                 "eager,onnx_fp32_fixed", "--data", str(synthetic_root), "--out", str(tmp_path)])  # fmt: skip
+    flags = ["--model", "fastscnn", "--size", "64", "--repeats", "2", "--backends", "eager,onnx_fp32_fixed"]
+    code = main(["bench", "infer", *flags, "--data", str(synthetic_root), "--out", str(tmp_path)])
     assert code == 0
     note = (tmp_path / "bench" / "infer_fastscnn_untrained_64px_t2_b1.md").read_text()
     assert "| onnx_fp32_fixed |" in note and "commit" in note and "onnxruntime" in note and "torch" in note

@@ -76,8 +76,8 @@ def exported(quick_run, synthetic_root, tmp_path_factory) -> dict[str, Path]:
     folder = tmp_path_factory.mktemp("exported")
     best = Path(quick_run["checkpoint_dir"]) / "best.pt"
     target = folder / "quick.onnx"
-    code = main(["export", str(best), "--onnx", str(target), "--int8", "--calibration-images", "4",
-                 "--data", str(synthetic_root), "--out", str(quick_run["base"] / "results")])  # fmt: skip
+    data = ["--data", str(synthetic_root), "--out", str(quick_run["base"] / "results")]
+    code = main(["export", str(best), "--onnx", str(target), "--int8", "--calibration-images", "4", *data])
     assert code == 0
     return {"checkpoint": best, "fp32": target, "int8": folder / "quick_int8.onnx", "results": quick_run["base"]}
 
@@ -101,8 +101,10 @@ def test_export_metadata_makes_the_file_self_describing(exported, quick_run):
 
 def test_onnx_evaluation_matches_pytorch_and_int8_stays_close(exported, synthetic_root):
     results = exported["results"] / "results"
-    scores = {kind: evaluate(exported[kind], data=synthetic_root, out=results, device="cpu", workers=0).summary
-              for kind in ("checkpoint", "fp32", "int8")}  # fmt: skip
+    scores = {
+        kind: evaluate(exported[kind], data=synthetic_root, out=results, device="cpu", workers=0).summary
+        for kind in ("checkpoint", "fp32", "int8")
+    }
     assert scores["fp32"]["mIoU"] == pytest.approx(scores["checkpoint"]["mIoU"], abs=0.01)
     assert abs(scores["int8"]["mIoU"] - scores["checkpoint"]["mIoU"]) < 5  # a coarse guard: int8 still parses faces
 
@@ -119,8 +121,8 @@ def test_predict_with_the_onnx_backend_matches_pytorch_with_flip_tta(exported, s
     for torch_mask, onnx_mask in zip(masks["torch"], masks["onnx"], strict=True):
         assert torch_mask.shape == onnx_mask.shape
         assert (torch_mask == onnx_mask).mean() >= 0.999
-    code = main(["predict", str(photos[0]), "--checkpoint", str(exported["int8"]), "--backend", "onnx",
-                 "--tta", "flip", "--out", str(tmp_path / "cli")])  # fmt: skip
+    model = ["--checkpoint", str(exported["int8"]), "--backend", "onnx"]
+    code = main(["predict", str(photos[0]), *model, "--tta", "flip", "--out", str(tmp_path / "cli")])
     assert code == 0 and (tmp_path / "cli" / f"{photos[0].stem}.png").exists()
 
 
@@ -159,7 +161,7 @@ def test_fixed_shape_export_runs_predict_and_eval_and_refuses_other_sizes(export
     scores = {
         path.name: evaluate(path, data=synthetic_root, out=results, device="cpu", workers=0).summary["mIoU"]
         for path in (exported["fp32"], fixed)
-    }  # fmt: skip  (batches of 8 run one image at a time)
+    }  # batches of 8 run one image at a time
     assert scores["fixed.onnx"] == pytest.approx(scores["quick.onnx"], abs=0.01)
     photo = sorted((synthetic_root / "test" / "images").iterdir())[0]
     predict(fixed, [photo], tmp_path / "out", tta="flip")

@@ -40,8 +40,15 @@ def test_evaluate_reproduces_the_validation_score_recorded_in_training(quick_run
 
 def test_evaluate_with_tta_and_corrected_labels_runs(quick_run, best, synthetic_root):
     for tta in ("flip", "multiscale"):
-        result = evaluate(best, data=synthetic_root, out=quick_run["base"] / "results", tta=tta, device="cpu",
-                          workers=0, corrected_labels=True)  # fmt: skip
+        result = evaluate(
+            best,
+            data=synthetic_root,
+            out=quick_run["base"] / "results",
+            tta=tta,
+            device="cpu",
+            workers=0,
+            corrected_labels=True,
+        )
         assert result.tta == tta and result.corrected_labels and 0 < result.summary["mIoU"] <= 100
     with pytest.raises(ConfigError, match="multiscale"):
         evaluate(best, data=synthetic_root, tta="rotate")
@@ -114,8 +121,12 @@ def test_read_photo_gives_rgb_uint8(tmp_path, kind):
 def test_predict_writes_palette_masks_at_each_photo_size(best, tmp_path):
     folder = tmp_path / "photos"
     folder.mkdir()
-    kinds = {"odd": ("rgb", (97, 131)), "grey": ("grey", (64, 64)), "rgba": ("rgba", (130, 90)),
-             "deep": ("grey16", (70, 70))}  # fmt: skip
+    kinds = {
+        "odd": ("rgb", (97, 131)),
+        "grey": ("grey", (64, 64)),
+        "rgba": ("rgba", (130, 90)),
+        "deep": ("grey16", (70, 70)),
+    }
     for name, (kind, size) in kinds.items():
         write_photo(folder / f"{name}.png", kind, size)
     written = predict(best, [folder], tmp_path / "out", overlay=True, tta="flip", device="cpu")
@@ -167,8 +178,8 @@ def test_training_state_file_gets_a_hint(quick_run):
 
 def test_cli_train_eval_predict(synthetic_root, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
-    args = ["--data", str(synthetic_root), "--model", "fastscnn", "--crop-size", "64", "--iterations", "4",
-            "--val-interval", "2", "--batch-size", "4", "--loss", "ce", "--workers", "0"]  # fmt: skip
+    args = ["--data", str(synthetic_root), "--model", "fastscnn", "--crop-size", "64", "--iterations", "4"]
+    args += ["--val-interval", "2", "--batch-size", "4", "--loss", "ce", "--workers", "0"]
     assert main(["train", *args]) == 0
     output = capsys.readouterr().out
     key = next(line.split()[1] for line in output.splitlines() if line.startswith("run fastscnn-"))

@@ -174,8 +174,11 @@ def test_lovasz_cpu_shortcuts_equal_smp_at_a_size_that_uses_the_radix_sort():
     target = torch.randint(0, 5, (2, 160, 128), generator=generator)  # classes 5 and 6 never appear
     target[torch.rand(target.shape, generator=generator) < 0.1] = IGNORE_INDEX
     results = []
-    for loss in (LovaszSoftmax(IGNORE_INDEX), LovaszSoftmax(IGNORE_INDEX, cpu_shortcuts=False),
-                 LovaszLoss(mode="multiclass", ignore_index=IGNORE_INDEX)):  # fmt: skip
+    for loss in (
+        LovaszSoftmax(IGNORE_INDEX),
+        LovaszSoftmax(IGNORE_INDEX, cpu_shortcuts=False),
+        LovaszLoss(mode="multiclass", ignore_index=IGNORE_INDEX),
+    ):
         value = loss(logits, target)
         results.append((value, *torch.autograd.grad(value, logits)))
     (fast, fast_grad), (plain, plain_grad), (smp, smp_grad) = results

@@ -130,8 +130,8 @@ def test_flops_are_counted_and_scale_with_area():
 
 @pytest.mark.slow
 def test_models_command_writes_the_table(tmp_path, capsys):
-    assert main(["models", "--only", "fastscnn,lraspp_mobilenetv3", "--size", "64", "--repeats", "1",
-                 "--out", str(tmp_path)]) == 0  # fmt: skip
+    flags = ["--only", "fastscnn,lraspp_mobilenetv3", "--size", "64", "--repeats", "1"]
+    assert main(["models", *flags, "--out", str(tmp_path)]) == 0
     table = pd.read_csv(tmp_path / "tables" / "models_64px_subset.csv", index_col="model")
     assert list(table.index) == ["fastscnn", "lraspp_mobilenetv3"]
     assert table.loc["fastscnn", "params"] == parameter_breakdown(build_model("fastscnn"))["total"]

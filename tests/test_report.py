@@ -150,8 +150,10 @@ def test_findings_are_stated_only_beyond_the_measured_noise():
 
 
 def test_styled_tables_show_units_separators_and_dashes():
-    frame = pd.DataFrame({"mIoU": [55.123, None], "params": [1234567, 2], "trend mF1": [0.5, -1.0],
-                          "role": ["a", None]}, index=["x", "y"])  # fmt: skip
+    frame = pd.DataFrame(
+        {"mIoU": [55.123, None], "params": [1234567, 2], "trend mF1": [0.5, -1.0], "role": ["a", None]},
+        index=["x", "y"],
+    )
     page = styled(frame).to_html()
     assert "mIoU (%)" in page and "trend mF1 (pts)" in page and "1,234,567" in page and "55.12" in page
     assert "NaN" not in page and "None" not in page and page.count("–") == 2
@@ -180,8 +182,9 @@ def test_a_failing_notebook_is_named_with_its_cell_and_kept(tmp_path, synthetic_
     folder = tmp_path / "notebooks"
     folder.mkdir()
     parameters = 'profile = "smoke"\ndata = None\ndevice = "auto"\nresults = "r"\ncheckpoints = "c"\n'
-    nbformat.write(_notebook([parameters, "x = 1", "raise ValueError('boom in cell two')"]),
-                   folder / "01_data_stats.ipynb")  # fmt: skip
+    nbformat.write(
+        _notebook([parameters, "x = 1", "raise ValueError('boom in cell two')"]), folder / "01_data_stats.ipynb"
+    )
     with pytest.raises(ReportError, match=r"01_data_stats failed in cell \d.*boom in cell two") as error:
         run_report(ReportRequest("smoke", synthetic_root, only="01", results=tmp_path / "results", notebooks=folder))
     failed = tmp_path / "results" / "smoke" / "notebooks" / "01_data_stats.failed.ipynb"
@@ -189,8 +192,8 @@ def test_a_failing_notebook_is_named_with_its_cell_and_kept(tmp_path, synthetic_
     kept = nbformat.read(failed, as_version=4)
     assert any(o.get("ename") == "ValueError" for c in kept.cells if c.cell_type == "code" for o in c.outputs)
     assert not list(failed.parent.glob("*.partial.ipynb")) and not (failed.parent / "01_data_stats.ipynb").exists()
-    assert main(["report", "--profile", "smoke", "--only", "01", "--notebooks", str(folder),
-                 "--data", str(synthetic_root), "--out", str(tmp_path / "results")]) == 2  # fmt: skip
+    paths = ["--notebooks", str(folder), "--data", str(synthetic_root), "--out", str(tmp_path / "results")]
+    assert main(["report", "--profile", "smoke", "--only", "01", *paths]) == 2
 
 
 def test_cli_names_the_valid_profiles(capsys):
@@ -201,10 +204,21 @@ def test_cli_names_the_valid_profiles(capsys):
 # --- the whole series, smoke profile ------------------------------------------------------------------
 
 FIGURES = [
-    "class_frequency.png", "palette.png", "samples.jpg", "audit_offsets.png", "augmentation_samples.jpg",
-    "table1_curves.png", "table2_curves.png", "per_class_iou.png", "table4_curves.png", "confusion_best.png",
-    "predictions_val.jpg", "predictions_test_masks.jpg", "predictions_test_overlays.jpg", "table6_curves.png",
-]  # fmt: skip
+    "class_frequency.png",
+    "palette.png",
+    "samples.jpg",
+    "audit_offsets.png",
+    "augmentation_samples.jpg",
+    "table1_curves.png",
+    "table2_curves.png",
+    "per_class_iou.png",
+    "table4_curves.png",
+    "confusion_best.png",
+    "predictions_val.jpg",
+    "predictions_test_masks.jpg",
+    "predictions_test_overlays.jpg",
+    "table6_curves.png",
+]
 HEADLINE = ["mIoU", "mF1", "mFscore_ref", "per_image_F"]
 
 

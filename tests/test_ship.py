@@ -35,8 +35,9 @@ def shipped(quick_run, synthetic_root, tmp_path_factory) -> dict[str, Path]:
     """The quick run's best checkpoint shipped by the CLI to a temporary folder."""
     target = tmp_path_factory.mktemp("shipped") / "model.pt"
     results = quick_run["base"] / "results"
-    code = main(["ship", str(Path(quick_run["checkpoint_dir"]) / "best.pt"), "--to", str(target), "--onnx", "--speed",
-                 "--data", str(synthetic_root), "--out", str(results), "--device", "cpu"])  # fmt: skip
+    best = Path(quick_run["checkpoint_dir"]) / "best.pt"
+    flags = ["--onnx", "--speed", "--data", str(synthetic_root), "--out", str(results), "--device", "cpu"]
+    code = main(["ship", str(best), "--to", str(target), *flags])
     assert code == 0
     return {"target": target, "results": results, "run_dir": Path(quick_run["run_dir"])}
 
@@ -141,8 +142,12 @@ def test_a_twice_fine_tuned_models_card_traces_every_run_back_to_the_first(quick
     record = json.loads((results / "runs" / first["key"] / "config.json").read_text())
     assert record["init_run_key"] == quick_run["key"]
     second_start = shutil.copy(Path(first["checkpoint_dir"]) / "best.pt", tmp_path / "second.pt")
-    second = train(config.replace(init_from=str(second_start), iterations=3, val_interval=3), out=results,
-                   checkpoints=tmp_path / "c", progress=False)  # fmt: skip
+    second = train(
+        config.replace(init_from=str(second_start), iterations=3, val_interval=3),
+        out=results,
+        checkpoints=tmp_path / "c",
+        progress=False,
+    )
     Path(second_start).unlink()  # the chain is traced through the run records, not the files
     line = starting_point(load_checkpoint(Path(second["checkpoint_dir"]) / "best.pt"), results)
     assert f"run `{first['key']}`, 2 iterations of batch 8 at 64px (16 samples)" in line, line
@@ -286,8 +291,8 @@ def tiny_profile(monkeypatch) -> str:
 
 def test_runs_trains_a_table_row_scores_its_tta_and_ship_best_picks_it(tiny_profile, synthetic_root, tmp_path):
     results, checkpoints = tmp_path / "results", tmp_path / "checkpoints"
-    common = ["--profile", tiny_profile, "--data", str(synthetic_root), "--device", "cpu", "--out", str(results),
-              "--checkpoints", str(checkpoints)]  # fmt: skip
+    common = ["--profile", tiny_profile, "--data", str(synthetic_root), "--device", "cpu"]
+    common += ["--out", str(results), "--checkpoints", str(checkpoints)]
     assert main(["runs", "--table", "comparison", "--rows", "fastscnn", "--tta", "none,flip", *common]) == 0
     (run_dir,) = (results / "runs").iterdir()
     assert run_dir.name.startswith("fastscnn-") and (checkpoints / run_dir.name / "best.pt").exists()
@@ -302,8 +307,8 @@ def test_runs_trains_a_table_row_scores_its_tta_and_ship_best_picks_it(tiny_prof
     assert main(["runs", "--table", "comparison", "--cached-only", *common]) == 2  # bisenetv2_xs is not cached
     # ship --best: the best run under the cap among the table's cached runs (here the only one)
     target = tmp_path / "best.pt"
-    best = ["ship", "--best", tiny_profile, "--to", str(target), "--no-eval", "--data", str(synthetic_root),
-            "--out", str(results), "--checkpoints", str(checkpoints)]  # fmt: skip
+    best = ["ship", "--best", tiny_profile, "--to", str(target), "--no-eval", "--data", str(synthetic_root)]
+    best += ["--out", str(results), "--checkpoints", str(checkpoints)]
     assert main(best) == 2  # bisenetv2_xs missing from the cache: the table is incomplete, nothing is chosen
     assert main([*best, "--allow-missing"]) == 0  # unless asked to choose among the finished rows; the card says so
     assert "rows `bisenetv2_xs` were not trained yet" in target.with_suffix(".md").read_text()
@@ -322,14 +327,14 @@ def test_runs_trains_a_table_row_scores_its_tta_and_ship_best_picks_it(tiny_prof
     assert (run.key, path) == (run_dir.name, shipped) and "`facelib predict`" in described
     # a shipped run outside Table 4 (here: the same row trained longer) on this profile's data and split is shown
     before = {d.name for d in (results / "runs").iterdir()}
-    longer = ["train", "--model", "fastscnn", "--iterations", "10", "--val-interval", "5", "--crop-size", "64",
-              "--batch-size", "4", "--lr", "5e-3", "--workers", "0", "--val-fraction", "0.2", "--augment", "baseline",
-              "--loss", "ce", "--device", "cpu", "--data", str(synthetic_root), "--out", str(results),
-              "--checkpoints", str(checkpoints)]  # fmt: skip
+    longer = ["train", "--model", "fastscnn", "--iterations", "10", "--val-interval", "5", "--crop-size", "64"]
+    longer += ["--batch-size", "4", "--lr", "5e-3", "--workers", "0", "--val-fraction", "0.2", "--augment", "baseline"]
+    longer += ["--loss", "ce", "--device", "cpu"]
+    longer += ["--data", str(synthetic_root), "--out", str(results), "--checkpoints", str(checkpoints)]
     assert main(longer) == 0
     (key,) = {d.name for d in (results / "runs").iterdir()} - before
-    ship_longer = ["ship", str(checkpoints / key / "best.pt"), "--to", str(shipped), "--no-eval", "--data",
-                   str(synthetic_root), "--out", str(results)]  # fmt: skip
+    ship_longer = ["ship", str(checkpoints / key / "best.pt"), "--to", str(shipped), "--no-eval"]
+    ship_longer += ["--data", str(synthetic_root), "--out", str(results)]
     assert main([*best, "--why", "a longer run"]) == 2  # --best states its own choice
     assert main([*ship_longer, "--why", "a longer run of Table 4's recipe"]) == 0
     assert "- chosen as a longer run of Table 4's recipe" in shipped.with_suffix(".md").read_text()
@@ -339,8 +344,8 @@ def test_runs_trains_a_table_row_scores_its_tta_and_ship_best_picks_it(tiny_prof
     (found,) = longer_runs(rows)  # notebook 04 lists it beside Table 4
     assert found.key == key and found.label == "fastscnn, 40 samples"
     # a run fine-tuned from it (other crop, rate and seed) follows it, counting the samples its weights saw
-    tune = [*longer[:4], "4", *longer[5:], "--crop-size", "96", "--lr", "1e-3", "--seed", "3", "--init-from",
-            str(shipped)]  # fmt: skip
+    tune = [*longer[:4], "4", *longer[5:], "--crop-size", "96", "--lr", "1e-3", "--seed", "3"]
+    tune += ["--init-from", str(shipped)]
     assert main(tune) == 0
     (tuned,) = {d.name for d in (results / "runs").iterdir()} - before - {key}
     found, fine_tune = longer_runs(rows)
@@ -410,8 +415,8 @@ def test_runs_packs_each_finished_row_for_a_short_lease(tiny_profile, synthetic_
     import tarfile
 
     results, out = tmp_path / "results", tmp_path / "out"
-    base = ["runs", "--table", "comparison", "--data", str(synthetic_root), "--pack", str(out), "--profile",
-            tiny_profile, "--device", "cpu", "--out", str(results), "--checkpoints", str(tmp_path / "checkpoints")]  # fmt: skip
+    base = ["runs", "--table", "comparison", "--data", str(synthetic_root), "--pack", str(out), "--device", "cpu"]
+    base += ["--profile", tiny_profile, "--out", str(results), "--checkpoints", str(tmp_path / "checkpoints")]
     assert main([*base, "--tta", "flip", "--weights", "--rows", "fastscnn"]) == 0
     with tarfile.open(out / "runs.tar") as archive:
         names = archive.getnames()
@@ -440,8 +445,15 @@ def test_fp16_weights_that_change_predictions_on_photos_are_refused(quick_run, s
     monkeypatch.setattr(ship_module, "half_checkpoint", scrambled)
     target = tmp_path / "model.pt"
     with pytest.raises(DataError, match=r"best\.pt: fp16 weights change .*% of predicted pixels; not shipped"):
-        ship(Path(quick_run["checkpoint_dir"]) / "best.pt", target, data=synthetic_root,
-             out=quick_run["base"] / "results", device="cpu", evaluate=False, card=False)  # fmt: skip
+        ship(
+            Path(quick_run["checkpoint_dir"]) / "best.pt",
+            target,
+            data=synthetic_root,
+            out=quick_run["base"] / "results",
+            device="cpu",
+            evaluate=False,
+            card=False,
+        )
     assert not target.exists()
 
 

@@ -127,8 +127,9 @@ def test_short_run_learns(quick_run):
     assert list(history.iteration) == [20, 40, 60]
     assert history.train_loss.iloc[-1] < 0.6 * history.train_loss.iloc[0]
     config, base = quick_run["config_object"], quick_run["base"]
-    untrained = train(config.replace(iterations=1, val_interval=1, lr=1e-9), out=base / "u", checkpoints=base / "uc",
-                      progress=False)  # fmt: skip
+    untrained = train(
+        config.replace(iterations=1, val_interval=1, lr=1e-9), out=base / "u", checkpoints=base / "uc", progress=False
+    )
     assert quick_run["best"]["mIoU"] > untrained["final"]["mIoU"] + 5, (quick_run["best"], untrained["final"])
 
 
@@ -166,8 +167,12 @@ def test_finished_run_is_reused_without_training(quick_run, monkeypatch):
         raise AssertionError("the run cache should have answered")
 
     monkeypatch.setattr(facelib.models, "build_model", refuse)
-    again = train(quick_run["config_object"], out=quick_run["base"] / "results",
-                  checkpoints=quick_run["base"] / "checkpoints", progress=False)  # fmt: skip
+    again = train(
+        quick_run["config_object"],
+        out=quick_run["base"] / "results",
+        checkpoints=quick_run["base"] / "checkpoints",
+        progress=False,
+    )
     assert again["key"] == quick_run["key"] and again["best"] == quick_run["best"]
 
 
@@ -183,8 +188,10 @@ def test_a_run_another_process_is_training_is_not_trained_twice(synthetic_root, 
 
 
 def test_resumed_run_matches_an_uninterrupted_one(synthetic_root, tmp_path):
-    config = TrainConfig(data=str(synthetic_root), **{**QUICK_RUN, "iterations": 8, "val_interval": 4,
-                                                      "augment": "full", "loss": "wce_lovasz_dice"})  # fmt: skip
+    config = TrainConfig(
+        data=str(synthetic_root),
+        **{**QUICK_RUN, "iterations": 8, "val_interval": 4, "augment": "full", "loss": "wce_lovasz_dice"},
+    )
     whole = train(config, out=tmp_path / "a", checkpoints=tmp_path / "ca", progress=False)
     half = train(config, out=tmp_path / "b", checkpoints=tmp_path / "cb", stop_after=4, progress=False)
     assert not half["finished"] and not (Path(half["run_dir"]) / "summary.json").exists()
@@ -205,8 +212,15 @@ def _free_port() -> int:
 
 
 def _ddp_worker(rank: int, world: int, port: int, config: dict, base: str) -> None:
-    os.environ.update({"RANK": str(rank), "WORLD_SIZE": str(world), "LOCAL_RANK": str(rank),
-                       "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)})  # fmt: skip
+    os.environ.update(
+        {
+            "RANK": str(rank),
+            "WORLD_SIZE": str(world),
+            "LOCAL_RANK": str(rank),
+            "MASTER_ADDR": "127.0.0.1",
+            "MASTER_PORT": str(port),
+        }
+    )
     torch.set_num_threads(1)
     summary = train(TrainConfig(**config), out=Path(base) / "results", checkpoints=Path(base) / "ckpt", progress=False)
     Path(base, f"rank{rank}.json").write_text(json.dumps({"final": summary["final"], "key": summary["key"]}))
@@ -246,8 +260,18 @@ def test_cuda_run_uses_bf16_and_channels_last(synthetic_root, tmp_path, monkeypa
         return model
 
     monkeypatch.setattr(facelib.models, "build_model", build_and_watch)
-    config = TrainConfig(data=str(synthetic_root), **{**QUICK_RUN, "device": "cuda", "workers": 2, "iterations": 6,
-                                                      "val_interval": 3, "augment": "full", "loss": "wce_lovasz_dice"})  # fmt: skip
+    config = TrainConfig(
+        data=str(synthetic_root),
+        **{
+            **QUICK_RUN,
+            "device": "cuda",
+            "workers": 2,
+            "iterations": 6,
+            "val_interval": 3,
+            "augment": "full",
+            "loss": "wce_lovasz_dice",
+        },
+    )
     summary = train(config, out=tmp_path / "r", checkpoints=tmp_path / "c", progress=False)
     assert summary["finished"] and "CUDA" in summary["device"]
     assert seen and all(dtype == torch.bfloat16 and channels_last for dtype, channels_last in seen)
@@ -279,8 +303,9 @@ def test_finished_run_without_its_checkpoint_is_trained_again_when_asked(quick_r
     best.unlink()
     kept = train(quick_run["config_object"], out=results, checkpoints=checkpoints, progress=False)
     assert kept["best"] == quick_run["best"] and not best.exists()  # the cache answers as before
-    again = train(quick_run["config_object"], out=results, checkpoints=checkpoints, progress=False,
-                  require_checkpoint=True)  # fmt: skip
+    again = train(
+        quick_run["config_object"], out=results, checkpoints=checkpoints, progress=False, require_checkpoint=True
+    )
     assert best.exists() and again["finished"] and again["key"] == quick_run["key"]
     assert again["best"]["mIoU"] == pytest.approx(quick_run["best"]["mIoU"], abs=1e-6)  # same seed, same CPU
 
@@ -306,8 +331,9 @@ def test_fine_tuning_starts_from_the_checkpoint_weights_and_is_keyed_by_their_co
     with pytest.raises(ConfigError, match=r"init_from .*missing\.pt: file does not exist"):
         run_key(config.replace(init_from=str(tmp_path / "missing.pt")), "d")
     with pytest.raises(ConfigError, match="holds model 'fastscnn', but this run trains 'lraspp_mobilenetv3'"):
-        train(config.replace(model="lraspp_mobilenetv3"), out=tmp_path / "m", checkpoints=tmp_path / "mc",
-              progress=False)  # fmt: skip
+        train(
+            config.replace(model="lraspp_mobilenetv3"), out=tmp_path / "m", checkpoints=tmp_path / "mc", progress=False
+        )
     still = config.replace(iterations=1, val_interval=1, lr=1e-9)  # weights unchanged; only BN statistics move
     tuned = train(still, out=tmp_path / "r", checkpoints=tmp_path / "c", progress=False)
     assert tuned["final"]["mIoU"] > quick_run["best"]["mIoU"] - 3, (tuned["final"], quick_run["best"])
