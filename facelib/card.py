@@ -26,7 +26,7 @@ std {std}
 - file: weights stored as float16 ({size_mb:.1f} MB), run in float32; the fp16 weights pick the same class as the \
 fp32 checkpoint on {agreement:.3f}% of pixels ({photos} training photos)
 {speed}- from run `{run_key}`, best checkpoint by validation mF1 at iteration {iteration}
-{chosen}
+{adjusted}{chosen}
 ## Training
 {start}- recipe: {iterations} iterations of batch {batch} at {crop} px{photos_note}, AdamW lr {lr} ({schedule}, \
 warm-up {warmup}), weight decay {weight_decay}, loss `{loss}`, augmentation `{augment}`, seed {seed}{corrected}
@@ -65,7 +65,7 @@ The reference's best under the cap, BiSeNetV2-XS, reached {mIoU} mIoU and an {mF
 
 AT_TRAINING = """
 
-The fp32 checkpoint at training time (validation during the run, on {device}): mIoU {mIoU:.2f}, mF1 {mF1:.2f}, \
+The fp32 checkpoint at training time{before} (validation during the run, on {device}): mIoU {mIoU:.2f}, mF1 {mF1:.2f}, \
 mFscore_ref {mFscore_ref:.2f}."""
 
 SPEED = """\
@@ -143,9 +143,21 @@ def _model_fields(facts: CardFacts) -> dict[str, Any]:
         "photos": facts.agreement_photos,
         "run_key": content["run_key"],
         "iteration": content["iteration"],
+        "adjusted": _adjustment_line(content.get("logit_adjustment")),
         "chosen": f"- chosen as {facts.selection}\n" if facts.selection else "",
         "speed": SPEED.format_map(facts.speed) if facts.speed else "",
     }
+
+
+def _adjustment_line(record: dict[str, Any] | None) -> str:
+    if not record:
+        return ""
+    by_tau = ", ".join(f"{tau}: {miou:.2f}" for tau, miou in record["train_mIoU_by_tau"].items())
+    return (
+        f"- logit adjustment (`facelib adjust`): the classifier's bias moved by -tau x log(class weight), tau "
+        f"{record['tau']:g} chosen on the {record['train_photos']} training photos (their mIoU by tau: {by_tau}); "
+        "the validation photos played no part in it\n"
+    )
 
 
 def _training_fields(config: dict[str, Any], summary: dict[str, Any] | None, start: str | None) -> dict[str, Any]:
@@ -207,7 +219,8 @@ def _scores(facts: CardFacts) -> str:
         )
     at_training = ""
     if summary is not None and summary.get("best"):
-        at_training = AT_TRAINING.format(device=summary["device"], **summary["best"])
+        before = ", before its logit adjustment" if facts.content.get("logit_adjustment") else ""
+        at_training = AT_TRAINING.format(device=summary["device"], before=before, **summary["best"])
     return SCORES.format(
         images=first["images"],
         rows=rows,

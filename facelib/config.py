@@ -207,6 +207,11 @@ RECIPES: dict[str, tuple[tuple[str, dict[str, Any]], ...]] = {
 after the first starts from the best checkpoint of the stage before it (`init_from`); `STAGE_BEFORE` as a stage's
 `pseudo_labels` trains it on that checkpoint's labels of the test photos too."""
 
+ADJUSTED_RECIPES = ("cpu-native",)
+"""Recipes whose last step is the logit adjustment of the last stage's best checkpoint (`facelib adjust`: the
+class weights' bias towards rare classes undone as far as the training photos say), written as adjusted.pt beside
+it; `facelib ship --best` ships that file when it is there."""
+
 
 def photos_note(config: Mapping[str, Any]) -> str:
     """ " crops of N px photos" for a run config (as saved) that crops photos of another size, else ""."""

@@ -162,6 +162,7 @@ def checkpoint_metadata(content: dict[str, Any], checkpoint: str | Path, opset: 
         "run_key": content.get("run_key"),
         "iteration": content.get("iteration"),
         "metrics": content.get("metrics", {}),
+        **({"logit_adjustment": content["logit_adjustment"]} if content.get("logit_adjustment") else {}),
         "source_checkpoint": shown_path(checkpoint),
         "opset": opset,
         "exported_by_commit": commit(),

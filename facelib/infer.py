@@ -125,8 +125,19 @@ def check_input_size(size: int | None) -> None:
 
 def evaluation_name(split: str = "val", tta: str = "none", corrected_labels: bool = False, variant: str = "") -> str:
     """The file stem an evaluation is stored under beside its run: eval-SPLIT-tta_T[-corrected][VARIANT], the
-    variant naming what was scored when it is not the run's best.pt at its own size (-in384, -onnx_int8, -fp16)."""
+    variant naming what was scored when it is not the run's best.pt at its own size (-in384, -adjusted,
+    -onnx_int8, -fp16)."""
     return f"eval-{split}-tta_{tta}" + ("-corrected" if corrected_labels else "") + variant
+
+
+def evaluation_variant(content: dict[str, Any], checkpoint: str | Path, result: Evaluation | None = None) -> str:
+    """What an evaluation of `checkpoint` (described by `content`) is stored apart as: "" for a run's best.pt
+    at its own size, else -inSIZE, -adjusted (facelib.adjust), -onnx_PRECISION or -fp16 (a shipped file)."""
+    variant = "" if result is None or result.input_size == int(content["input_size"]) else f"-in{result.input_size}"
+    variant += "-adjusted" * bool(content.get("logit_adjustment"))
+    if Path(checkpoint).suffix == ".onnx":
+        return variant + f"-onnx_{content['precision']}"
+    return variant + "-fp16" * (content.get("weights_dtype") == "float16")
 
 
 def stored_evaluation(
@@ -155,14 +166,7 @@ def save_evaluation(
     content, _, _ = load_model(checkpoint)
     key = content.get("run_key") or checkpoint.stem
     labels = "audit-corrected" if result.corrected_labels else "original"
-    variant = ""
-    if result.input_size != int(content["input_size"]):
-        variant += f"-in{result.input_size}"
-    if checkpoint.suffix == ".onnx":
-        variant += f"-onnx_{content['precision']}"
-    elif content.get("weights_dtype") == "float16":  # a shipped file (facelib.ship): scored apart from best.pt
-        variant += "-fp16"
-    name = evaluation_name(split, result.tta, result.corrected_labels, variant)
+    name = evaluation_name(split, result.tta, result.corrected_labels, evaluation_variant(content, checkpoint, result))
     folder = Path(out) / "runs" / key
     note = (
         provenance(f"{data or 'default'} ({split} split, {labels} labels)") + f" Checkpoint {shown_path(checkpoint)}."

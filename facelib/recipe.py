@@ -6,7 +6,8 @@ a later stage needs its checkpoint and it is not here), a stage cut off by `--ti
 last.pt when the same command runs again. Before anything trains, the recipe's expected cost is printed,
 stage by stage, from the speeds of finished runs of the same model and crop in the cache. A stage whose
 `pseudo_labels` is `STAGE_BEFORE` first has the stage before's best checkpoint label the dataset's unannotated
-test photos under multi-scale TTA, once, into a folder beside that checkpoint named by its content.
+test photos under multi-scale TTA, once, into a folder beside that checkpoint named by its content. A recipe in
+`ADJUSTED_RECIPES` ends with the logit adjustment of its last stage's best checkpoint (`facelib.adjust`).
 """
 
 from __future__ import annotations
@@ -17,7 +18,16 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from facelib.config import RECIPES, RUNTIME_FIELDS, STAGE_BEFORE, TrainConfig, photos_note, preset_config
+from facelib.adjust import ADJUSTED_NAME, adjust
+from facelib.config import (
+    ADJUSTED_RECIPES,
+    RECIPES,
+    RUNTIME_FIELDS,
+    STAGE_BEFORE,
+    TrainConfig,
+    photos_note,
+    preset_config,
+)
 from facelib.data import discover
 from facelib.errors import ConfigError, DataError
 from facelib.infer import predict
@@ -93,6 +103,8 @@ def plan(name: str, stages: list[TrainConfig], results: str | Path, checkpoints:
         again = ", trained again: its checkpoint is not here" if made is not None else ""
         lines.append(f"  stage {number}: {what}: {cost}{again}")
         total, known = total + (seconds or 0.0), known and seconds is not None
+    if name in ADJUSTED_RECIPES:
+        lines.append(f"  then: the logit adjustment of stage {len(stages)}'s best checkpoint (minutes)")
     left = f" left ({reused} of {len(stages)} finished earlier)" if reused else " in all"
     head = f"recipe {name}: {len(stages)} stage{'s' * (len(stages) != 1)}, " + (
         f"about {total / 3600:.1f} h of training{left}"
@@ -129,4 +141,21 @@ def train_recipe(
             log(f"recipe {name}: stage {number} stopped at its time limit; the same command resumes it")
             return summary
         previous = summary
+    if name in ADJUSTED_RECIPES:
+        adjusted(best_checkpoint(previous["checkpoint_dir"]), stages[-1], out, log)
     return previous
+
+
+def adjusted(best: Path, config: TrainConfig, out: str | Path, log: Callable[[str], None]) -> Path | None:
+    """adjusted.pt beside `best` (the last stage's best checkpoint), made unless it is there and newer."""
+    target = best.with_name(ADJUSTED_NAME)
+    if not best.is_file():
+        log(f"recipe: {best} is not here, so it is not adjusted (the run finished elsewhere)")
+        return None
+    if target.is_file() and target.stat().st_mtime >= best.stat().st_mtime:
+        log(f"recipe: {target}, its logit adjustment, made earlier")
+        return target
+    target, adjustment = adjust(best, data=config.data, out=out, device=config.device)
+    miou = adjustment.train_miou
+    log(f"recipe: {target}: tau {adjustment.tau:g} (training-photo mIoU {miou[0.0]:.2f} -> {miou[adjustment.tau]:.2f})")
+    return target

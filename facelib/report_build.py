@@ -20,7 +20,7 @@ from pathlib import Path
 from facelib.checkpoint import load_checkpoint
 from facelib.data import DATA_ENV, discover, resolve_root
 from facelib.errors import ConfigError, ReportError
-from facelib.infer import stored_evaluation
+from facelib.infer import evaluation_variant, stored_evaluation
 from facelib.models import PARAMETER_CAP
 from facelib.outputs import commit, machine, shown_paths, write_text
 from facelib.profiles import REFERENCE_TABLE4, get_profile
@@ -285,14 +285,14 @@ def headline(out: Path, data_name: str | None = None) -> str:
 
 def shipped_rows(results: Path, data_name: str | None, profile, costs) -> list[tuple[str, ...]]:
     """Headline rows of the models shipped under RESULTS/models/ by runs on this report's data and split: the
-    shipped file's own validation scores (`eval-val-tta_none-fp16.json` beside its run), the training samples of
+    shipped file's own validation scores (`eval-val-tta_none[-adjusted]-fp16.json` beside its run), the training samples of
     every stage (`runcache.lineage`), and the size and latency `costs` lists for its model."""
     split = (profile.common.get("split_seed", 0), profile.common.get("val_fraction", 0.2))
     rows = []
     for weights in sorted((results / "models").glob("*.pt")):
         meta = load_checkpoint(weights)
         stages = lineage(results, str(meta.get("run_key")))
-        scores = stored_evaluation(results, str(meta.get("run_key")), variant="-fp16")
+        scores = stored_evaluation(results, str(meta.get("run_key")), variant=evaluation_variant(meta, weights))
         if not stages or not scores or stages[0]["data"]["name"] != data_name:
             continue
         if (stages[0]["config"]["split_seed"], stages[0]["config"]["val_fraction"]) != split:

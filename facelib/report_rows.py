@@ -18,7 +18,7 @@ from facelib.checkpoint import load_checkpoint, resolve_device
 from facelib.config import TrainConfig
 from facelib.data import FaceDataset, Split, discover, load_or_make_split
 from facelib.errors import ReportError
-from facelib.infer import evaluate, save_evaluation, stored_evaluation
+from facelib.infer import evaluate, evaluation_variant, save_evaluation, stored_evaluation
 from facelib.profiles import LOSS_ROWS, NOISE_SEED, TABLES, Profile, chosen_rows, get_profile, table_rows
 from facelib.runcache import HEADLINE, Run, RunCache, TimeLimitReached, pack_runs
 from facelib.tables import AUGMENTATION_COMPARISONS, LOSS_COMPARISONS, Noise
@@ -146,9 +146,9 @@ class TableRows:
         if checkpoint is None:
             with contextlib.suppress(ReportError):
                 checkpoint = self.cache.checkpoint(run)
-        shipped = checkpoint is not None and load_checkpoint(checkpoint).get("weights_dtype") == "float16"
+        variant = "" if checkpoint is None else evaluation_variant(load_checkpoint(checkpoint), checkpoint)
         results = self.cache.results
-        stored = stored_evaluation(results, run.key, "val", tta, variant="-fp16" if shipped else "")
+        stored = stored_evaluation(results, run.key, "val", tta, variant=variant)
         if stored:
             return {name: stored[name] for name in (*HEADLINE, "aAcc")}
         if checkpoint is None:

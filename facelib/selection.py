@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from facelib.adjust import ADJUSTED_NAME
 from facelib.checkpoint import load_checkpoint
 from facelib.config import RUNTIME_FIELDS, photos_note
 from facelib.errors import ConfigError
@@ -88,7 +89,7 @@ def inference_model(rows: TableRows) -> tuple[Run, Path, str]:
 
 
 def best_for_shipping(rows: TableRows, allow_missing: bool) -> tuple[Path, str]:
-    """(the chosen run's best checkpoint, how it was chosen) among the profile's finished Table 4 rows and the
+    """(the chosen run's best checkpoint, or its adjusted.pt when there is one, and how it was chosen) among the profile's finished Table 4 rows and the
     longer runs beside them; an error when Table 4 is not complete in the run cache, unless `allow_missing`
     (then the sentence names the missing rows)."""
     profile = rows.profile.name
@@ -110,8 +111,11 @@ def best_for_shipping(rows: TableRows, allow_missing: bool) -> tuple[Path, str]:
     selection += f" and the longer runs and fine-tunes beside them {_named(longer)}" if longer else ""
     if missing:
         selection += f" (rows {', '.join(f'`{m}`' for m in missing)} were not trained yet)"
+    best = rows.cache.checkpoint(winner)
+    if best.with_name(ADJUSTED_NAME).is_file():  # its logit adjustment (facelib.adjust), made after training
+        best, selection = best.with_name(ADJUSTED_NAME), f"{selection}; its logit adjustment shipped"
     print(f"{winner.label} ({winner.key}): {selection}")
-    return rows.cache.checkpoint(winner), selection
+    return best, selection
 
 
 def _named(runs: list[Run]) -> str:

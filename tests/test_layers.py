@@ -32,7 +32,7 @@ LAYERS = [
     ],
     ["facelib.config"],
     ["facelib.checkpoint", "facelib.tta", "facelib.machine"],
-    ["facelib.distill"],
+    ["facelib.distill", "facelib.adjust"],
     ["facelib.run"],
     ["facelib.train"],
     ["facelib.runcache"],

@@ -289,7 +289,7 @@ def tiny_profile(monkeypatch) -> str:
     return "tiny"
 
 
-def test_runs_trains_a_table_row_scores_its_tta_and_ship_best_picks_it(tiny_profile, synthetic_root, tmp_path):
+def test_runs_trains_a_table_row_scores_its_tta_and_ship_best_picks_it(tiny_profile, synthetic_root, tmp_path, capsys):
     results, checkpoints = tmp_path / "results", tmp_path / "checkpoints"
     common = ["--profile", tiny_profile, "--data", str(synthetic_root), "--device", "cpu"]
     common += ["--out", str(results), "--checkpoints", str(checkpoints)]
@@ -318,6 +318,16 @@ def test_runs_trains_a_table_row_scores_its_tta_and_ship_best_picks_it(tiny_prof
     assert main(["runs", "--table", "comparison", "--rows", "bisenetv2_xs", *common]) == 0
     assert main(best) == 0
     assert load_checkpoint(target)["run_key"] == run_dir.name  # bisenetv2_xs is over the cap
+    adjusted = checkpoints / run_dir.name / "adjusted.pt"  # a logit adjustment beside it is shipped instead
+    content = load_checkpoint(checkpoints / run_dir.name / "best.pt")
+    content["state_dict"]["decode_head.3.bias"] += 1.0
+    record = {"tau": 0.4, "train_mIoU_by_tau": {"0": 10.0, "0.4": 11.0}, "train_photos": 4}
+    torch.save({**content, "logit_adjustment": record}, adjusted)
+    assert main(best) == 0 and "its logit adjustment shipped" in capsys.readouterr().out
+    bias = load_checkpoint(target)["state_dict"]["decode_head.3.bias"]
+    assert torch.equal(bias, content["state_dict"]["decode_head.3.bias"].to(bias.dtype))
+    assert "tau 0.4 chosen on the 4 training photos" in target.with_suffix(".md").read_text()
+    adjusted.unlink()
     # notebook 05's model: the best run's checkpoint, or the shipped default model once that run made it
     rows = TableRows.open(tiny_profile, str(synthetic_root), "cpu", results, checkpoints, train_missing=False)
     assert inference_model(rows)[1] == checkpoints / run_dir.name / "best.pt"

@@ -1,4 +1,5 @@
-"""`facelib models`, `eval`, `predict`, `export`: the model table, and a trained model scored, run and exported."""
+"""`facelib models`, `eval`, `adjust`, `predict`, `export`: the model table, and a trained model scored, adjusted,
+run and exported."""
 
 from __future__ import annotations
 
@@ -36,6 +37,22 @@ def evaluate(args: argparse.Namespace) -> list[Path]:
     print(f"{result.images} {args.split} images, {labels} labels, TTA {args.tta}: {scores}")
     print(result.per_class().round(2).to_string())
     return save_evaluation(result, checkpoint, args.data, args.split, args.out)
+
+
+def adjust(args: argparse.Namespace) -> list[Path]:
+    from facelib.adjust import adjust  # lazy: --help stays fast
+    from facelib.infer import evaluate, save_evaluation  # lazy: --help stays fast
+
+    checkpoint = checkpoint_path(args.checkpoint)
+    target, adjustment = adjust(checkpoint, args.to, args.data, args.out, args.device)
+    scores = ", ".join(f"tau {tau:g}: {miou:.2f}" for tau, miou in adjustment.train_miou.items())
+    print(f"mIoU on the {adjustment.photos} training photos by tau: {scores}; chosen: tau {adjustment.tau:g}")
+    result = evaluate(target, args.data, "val", out=args.out, device=args.device)
+    print(
+        f"{target}: validation (original labels, no TTA): mIoU {result.summary['mIoU']:.2f}, mF1 "
+        f"{result.summary['mF1']:.2f}, per-image F {result.summary['per_image_F']:.2f}"
+    )
+    return [target, *save_evaluation(result, target, args.data, "val", args.out)]
 
 
 def predict(args: argparse.Namespace) -> list[Path]:
@@ -99,6 +116,16 @@ def add(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--input-size", type=int, help="model input side (default: the checkpoint's training crop)")
     parser.add_argument("--out", default="results", help="results folder: writes OUT/runs/KEY/eval-*.json")
     parser.set_defaults(run=evaluate)
+
+    parser = commands.add_parser(
+        "adjust", help="undo the class weights' bias towards rare classes, tau chosen on the training photos"
+    )
+    parser.add_argument("checkpoint", help="a run's best.pt, a run folder or a run key")
+    parser.add_argument("--to", help="where to write it (default: adjusted.pt beside the checkpoint)")
+    parser.add_argument("--data", help=DATA_HELP)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--out", default="results", help="results folder: writes OUT/runs/KEY/eval-*-adjusted.json")
+    parser.set_defaults(run=adjust)
 
     parser = commands.add_parser("predict", help="parse face photos: palette PNG masks, optional overlays")
     parser.add_argument("inputs", nargs="+", help="image files or folders")
