@@ -92,11 +92,17 @@ def _trained_scores(run: Run) -> dict[str, float | int]:
 
 
 def held_out_scores(results: Path, run: Run) -> dict[str, float | None]:
-    """The best checkpoint's mIoU on the training photos and on validation against the audit-corrected labels,
-    where `facelib eval KEY --split train` and `facelib eval KEY --corrected-labels` stored them (else None)."""
+    """The best checkpoint's mIoU on the training photos, on validation against the audit-corrected labels, and
+    on validation after its logit adjustment, where `facelib eval KEY --split train`, `facelib eval KEY
+    --corrected-labels` and `facelib adjust KEY` stored them (else None)."""
     train = stored_evaluation(results, run.key, "train")
     corrected = stored_evaluation(results, run.key, "val", corrected_labels=True)
-    return {"train mIoU": train and train["mIoU"], "corrected mIoU": corrected and corrected["mIoU"]}
+    adjusted = stored_evaluation(results, run.key, "val", variant="-adjusted")
+    return {
+        "train mIoU": train and train["mIoU"],
+        "corrected mIoU": corrected and corrected["mIoU"],
+        "adjusted mIoU": adjusted and adjusted["mIoU"],
+    }
 
 
 def _row(label: str, run: Run, scores: dict, per_class: dict | None, held_out: dict) -> dict[str, object]:
@@ -118,13 +124,13 @@ def _row(label: str, run: Run, scores: dict, per_class: dict | None, held_out: d
 def lever_table(rows: TableRows, runs: Sequence[Run]) -> tuple[pd.DataFrame, Spread | None]:
     """One row per lever run (and per averaged run's trained weights), with each headline metric's change from
     the mean of the profile's two seed rows (`lever_noise`); and the spread between those two (None when either
-    is missing). The best checkpoint's stored train-split and corrected-label scores sit beside them."""
+    is missing). The best checkpoint's stored train-split, corrected-label and adjusted scores sit beside them."""
     noise_rows, lines = rows.profile.lever_noise, []
     for run in runs:
         best = run.summary["best"]
         lines.append(_row(run.label, run, best, best.get("per_class"), held_out_scores(rows.cache.results, run)))
         if run.config.ema_decay and "trained_mF1" in run.metrics:
-            unscored = {"train mIoU": None, "corrected mIoU": None}  # the checkpoint holds the average
+            unscored = dict.fromkeys(("train mIoU", "corrected mIoU", "adjusted mIoU"))  # best.pt holds the average
             lines.append(_row(run.label + TRAINED, run, _trained_scores(run), None, unscored))
     table = pd.DataFrame(lines).set_index("lever")
     if not set(noise_rows) <= set(table.index):

@@ -293,17 +293,18 @@ def test_smoke_tables_have_their_rows_and_columns(smoke):
     assert len(_table(smoke, "class_stats")) == len(CLASS_NAMES)
 
 
-def test_lever_rows_read_the_train_split_and_corrected_label_scores_stored_beside_their_run(tmp_path):
+def test_lever_rows_read_the_train_split_corrected_label_and_adjusted_scores_stored_beside_their_run(tmp_path):
     from facelib.levers import held_out_scores
 
     run = Run("lever", TrainConfig(), {"key": "m-lever"}, pd.DataFrame())
-    assert held_out_scores(tmp_path, run) == {"train mIoU": None, "corrected mIoU": None}
+    assert held_out_scores(tmp_path, run) == {"train mIoU": None, "corrected mIoU": None, "adjusted mIoU": None}
     folder = tmp_path / "runs" / "m-lever"
     folder.mkdir(parents=True)
     (folder / "eval-train-tta_none.json").write_text(json.dumps({"mIoU": 71.2}))
     (folder / "eval-val-tta_none-corrected.json").write_text(json.dumps({"mIoU": 64.1}))
     (folder / "eval-val-tta_none.json").write_text(json.dumps({"mIoU": 62.0}))
-    assert held_out_scores(tmp_path, run) == {"train mIoU": 71.2, "corrected mIoU": 64.1}
+    (folder / "eval-val-tta_none-adjusted.json").write_text(json.dumps({"mIoU": 62.9}))
+    assert held_out_scores(tmp_path, run) == {"train mIoU": 71.2, "corrected mIoU": 64.1, "adjusted mIoU": 62.9}
 
 
 def test_the_recorded_pseudo_label_lever_is_the_native_proxy_trained_on_labelled_test_photos_too(tmp_path):
