@@ -125,8 +125,9 @@ def adjust(
     model = model_from_checkpoint(content, checkpoint).to(resolve_device(device))
     photos = training_photos(content, data, out)
     adjustment = fit(model, photos, run_weights(content, photos), next(model.parameters()).device)
+    bias = classifier(model).bias
     with torch.no_grad():
-        classifier(model).bias += torch.tensor(adjustment.offsets, device=classifier(model).bias.device)
+        bias += torch.tensor(adjustment.offsets, device=bias.device)
     state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
     target = Path(target) if target else checkpoint.with_name(ADJUSTED_NAME)
     save_checkpoint({**content, "state_dict": state, "logit_adjustment": adjustment.record()}, target)
