@@ -46,6 +46,16 @@ on an AVX512-BF16 machine in bf16), the `cpu-long` stage both shipped recipes st
 samples."""
 
 
+OHEM_LOSS = {
+    "terms": {"ce": 0.5, "lovasz": 0.3, "dice": 1.0},
+    "class_weighted": True,
+    "coarse_stride": 4,
+    "hard_share": 0.25,
+}
+"""The proxy's loss (`wce_lovasz_dice_coarse4`) with its cross-entropy on only the hardest quarter of the labelled
+pixels (online hard-example mining)."""
+
+
 LEVER_TEACHER = "models/teacher-384px.pt"
 """The distillation lever's teacher: the model shipped before the native-crop one (BiSeNetV2-XS with slim
 auxiliary heads at 384 px, 65.27 mIoU), kept byte for byte. Named under the results root (`TableRows.config`
@@ -172,6 +182,7 @@ PROFILES: dict[str, Profile] = {
                     "repeat factors 0.3 (photos with rare classes drawn more often)",
                     {"cpu_bf16": True, "repeat_threshold": 0.3},
                 ),
+                ("hard-pixel mining: cross-entropy on the hardest quarter", {"cpu_bf16": True, "loss": OHEM_LOSS}),
             ),
             lever_noise=("baseline", "moving average 0.999, seed 1: trained weights"),
             lever_recorded=(("native-scale crops and pseudo-labels from the native-crop model", PSEUDO_LEVER_RUN),),
