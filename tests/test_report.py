@@ -433,6 +433,7 @@ def test_headline_leads_with_the_shipped_model_then_table_4s_choice_and_the_refe
     (tmp_path / "runs" / "m-tuned" / "eval-val-tta_none-fp16.json").write_text(json.dumps(scores))
     (tmp_path / "models").mkdir()
     meta = {"format": "facelib-checkpoint", "version": 1, "run_key": "m-tuned", "model": "bisenetv2_xs_slimaux"}
+    meta["weights_dtype"] = "float16"  # as `facelib ship` writes it
     torch.save({**meta, "input_size": 384}, tmp_path / "models" / "facelib-best.pt")
     page = headline(out, "celebamask-dev")
     rows = page.split("<tr>")[2:]
