@@ -40,7 +40,7 @@ KEYED_WHEN_SET = {
 keys (and cached results) of every run that predates them stay valid."""
 
 
-SCHEDULES = ("cosine", "poly")
+SCHEDULES = ("cosine", "poly", "constant")
 
 
 @dataclass(frozen=True)
@@ -57,7 +57,7 @@ class TrainConfig:
     lr: float = 1e-3  # AdamW peak learning rate
     weight_decay: float = 1e-2  # AdamW weight decay
     warmup_fraction: float = 0.05  # linear warm-up over this share of the iterations
-    schedule: str = "cosine"  # after warm-up: "cosine" to 0, or "poly" (power 0.9, as mmseg) to 0
+    schedule: str = "cosine"  # after warm-up: "cosine" to 0, "poly" (power 0.9, as mmseg) to 0, or "constant"
     val_interval: int = 500  # validate (and checkpoint) every this many iterations
     seed: int = 0  # initialisation, batch order and augmentation
     crop_size: int = 512  # training crop and evaluation input; data of another size is resized to it first
@@ -198,6 +198,20 @@ RECIPES: dict[str, tuple[tuple[str, dict[str, Any]], ...]] = {
     "cpu-native": (  # 192k samples as 256 px crops of the 512 px photos (stages after it gained nothing: experiments.md)
         ("cpu-long", _NATIVE),
     ),
+    "cpu-native-avg": (  # cpu-native, then 57.6k samples more at a held rate, validated and kept as the weights' average
+        ("cpu-long", _NATIVE),
+        (
+            "cpu-long",
+            {
+                **_NATIVE,
+                "lr": 4e-4,
+                "schedule": "constant",
+                "ema_decay": 0.9995,
+                "iterations": 7200,
+                "val_interval": 900,
+            },
+        ),
+    ),
     "cpu-fast": (  # the fast model: bisenetv2_fast, the cpu preset's 40k samples at 256 px, then 64k more at lr 1e-3
         ("cpu", {**_FAST, "cpu_bf16": True}),
         ("cpu", {**_FAST, "cpu_bf16": True, "lr": 1e-3, "iterations": 8000, "val_interval": 800}),
@@ -207,7 +221,7 @@ RECIPES: dict[str, tuple[tuple[str, dict[str, Any]], ...]] = {
 after the first starts from the best checkpoint of the stage before it (`init_from`); `STAGE_BEFORE` as a stage's
 `pseudo_labels` trains it on that checkpoint's labels of the test photos too."""
 
-ADJUSTED_RECIPES = ("cpu-native",)
+ADJUSTED_RECIPES = ("cpu-native", "cpu-native-avg")
 """Recipes whose last step is the logit adjustment of the last stage's best checkpoint (`facelib adjust`: the
 class weights' bias towards rare classes undone as far as the training photos say), written as adjusted.pt beside
 it; `facelib ship --best` ships that file when it is there."""

@@ -69,13 +69,16 @@ CPU = torch.device("cpu")
 
 
 def lr_factor(config: TrainConfig, iteration: int) -> float:
-    """Multiplier of the peak rate at `iteration` (0-based): linear warm-up, then cosine or poly to zero."""
+    """Multiplier of the peak rate at `iteration` (0-based): linear warm-up, then cosine or poly to zero, or the
+    peak held (a weight average's schedule: the averaged weights, not the last ones, are the result)."""
     warmup = int(config.warmup_fraction * config.iterations)
     if iteration < warmup:
         return (iteration + 1) / warmup
     progress = (iteration - warmup) / max(config.iterations - warmup, 1)
     if config.schedule == "cosine":
         return 0.5 * (1 + math.cos(math.pi * progress))
+    if config.schedule == "constant":
+        return 1.0
     return (1 - progress) ** 0.9
 
 

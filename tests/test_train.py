@@ -78,7 +78,7 @@ def test_expected_time_comes_from_runs_of_the_same_model_crop_and_teacher_use(tm
     assert expected_seconds(plain.replace(photo_size=512), tmp_path)[0] is None
 
 
-def test_lr_warms_up_then_decays_to_zero():
+def test_lr_warms_up_then_decays_to_zero_or_holds():
     for schedule in ("cosine", "poly"):
         config = TrainConfig(iterations=1000, warmup_fraction=0.1, schedule=schedule)
         factors = [lr_factor(config, i) for i in range(1000)]
@@ -86,6 +86,8 @@ def test_lr_warms_up_then_decays_to_zero():
         assert all(a <= b for a, b in itertools.pairwise(factors[:100]))
         assert all(a >= b for a, b in itertools.pairwise(factors[99:]))
         assert factors[-1] < 0.01
+    held = TrainConfig(iterations=1000, warmup_fraction=0.1, schedule="constant")
+    assert [lr_factor(held, i) for i in (0, 99, 100, 999)] == pytest.approx([0.01, 1.0, 1.0, 1.0])
 
 
 def test_batch_stream_covers_each_epoch_resumes_anywhere_and_splits_across_processes():
