@@ -34,6 +34,7 @@ KEYED_WHEN_SET = {
     "photo_size": 0,
     "teacher": None,
     "distill_weight": 1.0,
+    "teacher_tta": "none",
     "pseudo_labels": None,
 }
 """Fields added after runs were cached: a run key counts them only when they differ from this default, so the
@@ -74,6 +75,7 @@ class TrainConfig:
     distill_weight: float = (
         1.0  # weight of the distillation term (KL divergence from the teacher's probabilities, on the loss's grid)
     )
+    teacher_tta: str = "none"  # the teacher's test-time augmentation on each crop: "flip" averages its probabilities with those of the mirrored crop, "multiscale" adds 0.75x and 1.25x
     pseudo_labels: str | None = (
         None  # a folder of label PNGs for the dataset's unannotated test photos (as facelib predict writes them), trained on beside the training pairs; keyed by content
     )
@@ -126,6 +128,10 @@ class TrainConfig:
             raise ConfigError(f"repeat_threshold must be in [0, 1], got {self.repeat_threshold}")
         if self.distill_weight < 0 or (self.distill_weight != 1.0 and self.teacher is None):
             raise ConfigError(f"distill_weight must be >= 0 and needs a teacher, got {self.distill_weight}")
+        if self.teacher_tta not in TTA_MODES or (self.teacher_tta != "none" and self.teacher is None):
+            raise ConfigError(
+                f"teacher_tta must be one of {', '.join(TTA_MODES)} and needs a teacher, got {self.teacher_tta!r}"
+            )
         if not 0 <= self.ema_decay < 1:
             raise ConfigError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
         if not 0 <= self.warmup_fraction < 1:
@@ -181,7 +187,8 @@ TRAIN_PRESETS: dict[str, dict[str, Any]] = {
 
 STAGE_BEFORE = "stage-before"
 """A recipe stage's `pseudo_labels` value: the unannotated test photos labelled by the best checkpoint of the
-stage before, under multi-scale TTA (what `facelib predict --tta multiscale` writes), kept beside that checkpoint."""
+stage before, under multi-scale TTA (what `facelib predict --tta multiscale` writes), kept beside that checkpoint;
+as its `teacher`: that checkpoint itself."""
 
 _SLIM, _FAST = {"model": "bisenetv2_xs_slimaux"}, {"model": "bisenetv2_fast"}
 _NATIVE = {**_SLIM, "cpu_bf16": True, "photo_size": 512}  # crops of the photos at the masks' own 512 px
@@ -198,6 +205,20 @@ RECIPES: dict[str, tuple[tuple[str, dict[str, Any]], ...]] = {
     "cpu-native": (  # 192k samples as 256 px crops of the 512 px photos (stages after it gained nothing: experiments.md)
         ("cpu-long", _NATIVE),
     ),
+    "cpu-native-distill": (  # cpu-native, then 48k samples more distilled from its best checkpoint under flip TTA
+        ("cpu-long", _NATIVE),
+        (
+            "cpu-long",
+            {
+                **_NATIVE,
+                "lr": 3e-4,
+                "iterations": 6000,
+                "val_interval": 750,
+                "teacher": STAGE_BEFORE,
+                "teacher_tta": "flip",
+            },
+        ),
+    ),
     "cpu-fast": (  # the fast model: bisenetv2_fast, the cpu preset's 40k samples at 256 px, then 64k more at lr 1e-3
         ("cpu", {**_FAST, "cpu_bf16": True}),
         ("cpu", {**_FAST, "cpu_bf16": True, "lr": 1e-3, "iterations": 8000, "val_interval": 800}),
@@ -205,9 +226,9 @@ RECIPES: dict[str, tuple[tuple[str, dict[str, Any]], ...]] = {
 }
 """Multi-stage recipes for `facelib train RECIPE`: each stage a training preset and its changes; every stage
 after the first starts from the best checkpoint of the stage before it (`init_from`); `STAGE_BEFORE` as a stage's
-`pseudo_labels` trains it on that checkpoint's labels of the test photos too."""
+`pseudo_labels` trains it on that checkpoint's labels of the test photos too, as its `teacher` distils from it."""
 
-ADJUSTED_RECIPES = ("cpu-native",)
+ADJUSTED_RECIPES = ("cpu-native", "cpu-native-distill")
 """Recipes whose last step is the logit adjustment of the last stage's best checkpoint (`facelib adjust`: the
 class weights' bias towards rare classes undone as far as the training photos say), written as adjusted.pt beside
 it; `facelib ship --best` ships that file when it is there."""

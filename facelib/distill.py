@@ -4,7 +4,9 @@ The teacher is any inference checkpoint (a run's best.pt or a shipped file), of 
 size, so a model over the parameter cap, or one trained longer, can teach a student under it. Each batch is
 brought to the teacher's own normalisation and scale (its `input_size` over the student's), the teacher's
 logits are resized back to the crop, and the student is pulled towards its class probabilities by
-`losses.Distillation` (weight `distill_weight`). Seeing the crop itself keeps every augmentation - flips,
+`losses.Distillation` (weight `distill_weight`). With `teacher_tta` the teacher's probabilities are averaged
+over test-time augmentation views of the crop (`facelib.tta`: `flip` adds the mirrored crop), a teacher
+stronger than its weights alone. Seeing the crop itself keeps every augmentation - flips,
 rotations, erasing - consistent between the two; nothing is stored between steps.
 """
 
@@ -22,6 +24,7 @@ from facelib.errors import ConfigError
 from facelib.labels import NUM_CLASSES
 from facelib.losses import Distillation, loss_config
 from facelib.models.common import SegOutput
+from facelib.tta import probabilities as view_probabilities
 
 
 class Teacher(nn.Module):
@@ -37,6 +40,7 @@ class Teacher(nn.Module):
             self.model = self.model.to(memory_format=torch.channels_last)
         self.scale = content["input_size"] / config.input_size
         self.weight = config.distill_weight
+        self.tta = config.teacher_tta
         self.term = Distillation(loss_config(config.loss).coarse_stride)
 
         def channels(values: Sequence[float]) -> torch.Tensor:
@@ -54,11 +58,7 @@ class Teacher(nn.Module):
         if self.scale != 1:
             side = [max(32, round(s * self.scale / 32) * 32) for s in size]
             inputs = F.interpolate(inputs, size=side, mode="bilinear", align_corners=False)
-        logits = self.model(inputs.contiguous(memory_format=torch.channels_last))
-        logits = logits.out if isinstance(logits, SegOutput) else logits
-        if logits.shape[-2:] != size:
-            logits = F.interpolate(logits.float(), size=size, mode="bilinear", align_corners=False)
-        return logits.float().softmax(1)
+        return view_probabilities(self.model, inputs.contiguous(memory_format=torch.channels_last), size, self.tta)
 
     def loss(self, prediction: torch.Tensor | SegOutput, images: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """`distill_weight` x the distillation term of the student's decode head against the teacher."""

@@ -48,9 +48,16 @@ def recipe_stages(name: str, runtime: Mapping[str, Any]) -> list[TrainConfig]:
             f"(only {', '.join(RUNTIME_FIELDS)})"
         )
     stages = [preset_config(preset, **changes, **runtime) for preset, changes in RECIPES[name]]
-    if stages[0].pseudo_labels == STAGE_BEFORE:
-        raise ConfigError(f"recipe {name!r}: its first stage has no stage before it to label the test photos")
+    if STAGE_BEFORE in (stages[0].pseudo_labels, stages[0].teacher):
+        raise ConfigError(f"recipe {name!r}: its first stage has no stage before it to label or teach from")
     return stages
+
+
+def after(config: TrainConfig, start: Path) -> TrainConfig:
+    """A later stage's `config` fine-tuned from `start`, the best checkpoint of the stage before, which is also
+    its teacher where the stage says `STAGE_BEFORE`."""
+    config = config.replace(init_from=str(start))
+    return config.replace(teacher=str(start)) if config.teacher == STAGE_BEFORE else config
 
 
 def labels_folder(best: Path) -> Path:
@@ -85,7 +92,7 @@ def plan(name: str, stages: list[TrainConfig], results: str | Path, checkpoints:
         key, pseudo = None, config.pseudo_labels == STAGE_BEFORE
         labelled = pseudo and start is not None and labels_folder(start).is_dir()
         if number == 1 or (start is not None and (not pseudo or labelled)):
-            config = config if start is None else config.replace(init_from=str(start))
+            config = config if start is None else after(config, start)
             config = config.replace(pseudo_labels=str(labels_folder(start))) if labelled else config
             key = run_key(config, identify(config, results).fingerprint)
         made = finished_summary(results, key) if key else None
@@ -130,7 +137,7 @@ def train_recipe(
     for number, config in enumerate(stages, 1):
         if previous is not None:
             start = best_checkpoint(previous["checkpoint_dir"])
-            config = stage_labels(config.replace(init_from=str(start)), start)
+            config = stage_labels(after(config, start), start)
         left = None if time_limit_s is None else time_limit_s - (time.monotonic() - begun)
         if previous is not None and left is not None and left <= 0:
             log(f"recipe {name}: time limit reached before stage {number}; the same command goes on from there")

@@ -19,6 +19,7 @@ from facelib.labels import IGNORE_INDEX
 from facelib.losses import Distillation
 from facelib.run import identify, load_sets, run_key
 from facelib.train import train
+from facelib.tta import MIRROR_CHANNELS
 from tests.conftest import QUICK_RUN
 
 
@@ -57,6 +58,24 @@ def test_teacher_sees_the_crop_in_its_own_normalisation_and_scale(quick_run):
     shifted = Teacher(config, [m + 10 for m in content["mean"]], content["std"], torch.device("cpu"))
     expected = (10 / torch.tensor(content["std"])).view(1, 3, 1, 1)
     assert torch.allclose(shifted.shift, expected, atol=1e-5)  # a student normalised otherwise is brought back
+
+
+def test_a_teacher_under_flip_tta_averages_the_crop_and_its_mirror_with_left_and_right_swapped(quick_run):
+    best = str(Path(quick_run["checkpoint_dir"]) / "best.pt")
+    content = load_checkpoint(best)
+    config = quick_run["config_object"].replace(teacher=best)
+    plain = Teacher(config, content["mean"], content["std"], torch.device("cpu"))
+    flipped = Teacher(config.replace(teacher_tta="flip"), content["mean"], content["std"], torch.device("cpu"))
+    images = torch.randn(2, 3, 64, 64)
+    mirrored = plain.probabilities(images.flip(-1)).flip(-1)[:, MIRROR_CHANNELS]
+    expected = (plain.probabilities(images) + mirrored) / 2
+    assert torch.allclose(flipped.probabilities(images), expected, atol=1e-5)
+    assert not torch.allclose(flipped.probabilities(images), plain.probabilities(images), atol=1e-3)
+    with pytest.raises(ConfigError, match="teacher_tta must be one of"):
+        config.replace(teacher=None, teacher_tta="flip")
+    with pytest.raises(ConfigError, match="teacher_tta must be one of"):
+        config.replace(teacher_tta="mirror")
+    assert run_key(config.replace(teacher_tta="flip"), "d") != run_key(config, "d")
 
 
 def test_a_distilled_run_is_keyed_by_the_teachers_content_and_records_it(quick_run, synthetic_root, tmp_path):

@@ -546,3 +546,20 @@ def test_a_recipe_stage_can_train_on_the_test_photos_the_stage_before_labels(
     monkeypatch.setitem(config_module.RECIPES, "tiny", (("cpu-quick", labelled),))
     with pytest.raises(ConfigError, match="no stage before it"):
         recipe_stages("tiny", where)
+
+
+def test_a_recipe_stage_can_distil_from_the_stage_befores_best_checkpoint(synthetic_root, tmp_path, monkeypatch):
+    from facelib import config as config_module
+    from facelib.recipe import recipe_stages, train_recipe
+
+    stage = {"model": "fastscnn", "crop_size": 64, "iterations": 2, "val_interval": 1, "loss": "ce", "workers": 0}
+    taught = {**stage, "teacher": config_module.STAGE_BEFORE, "teacher_tta": "flip"}
+    monkeypatch.setitem(config_module.RECIPES, "tiny", (("cpu-quick", stage), ("cpu-quick", taught)))
+    where, results = {"data": str(synthetic_root), "device": "cpu"}, tmp_path / "r"
+    last = train_recipe("tiny", where, results, tmp_path / "c")
+    record = json.loads((results / "runs" / last["key"] / "config.json").read_text())
+    assert record["teacher_run_key"] == record["init_run_key"] and record["config"]["teacher_tta"] == "flip"
+    assert record["config"]["teacher"] == record["config"]["init_from"]
+    monkeypatch.setitem(config_module.RECIPES, "tiny", (("cpu-quick", taught),))
+    with pytest.raises(ConfigError, match="no stage before it to label or teach from"):
+        recipe_stages("tiny", where)
