@@ -126,7 +126,9 @@ def expected_seconds(config: TrainConfig, results: str | Path, key: str | None =
         if _speed_class(record["config"]) == _speed_class(config.to_dict()) and record.get("images_per_s")
     )
     if not speeds:
-        return None, f"no finished run of {config.model} at {config.crop_size} px to estimate its time from"
+        like = f"{config.model} at {config.crop_size} px{photos_note(config.to_dict())}"
+        like += " with a teacher" if config.teacher is not None else ""
+        return None, f"no finished run of {like} to estimate its time from"
     speed, device = speeds[len(speeds) // 2]
     return config.iterations * config.batch_size / speed, f"at {speed:.1f} images/s, as on {device}"
 

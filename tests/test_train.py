@@ -75,7 +75,10 @@ def test_expected_time_comes_from_runs_of_the_same_model_crop_and_teacher_use(tm
         (tmp_path / "runs" / key / "summary.json").write_text(json.dumps(record))
     assert expected_seconds(plain, tmp_path)[0] == pytest.approx(800 / 16)
     assert expected_seconds(taught, tmp_path)[0] == pytest.approx(800 / 8)
-    assert expected_seconds(plain.replace(photo_size=512), tmp_path)[0] is None
+    seconds, why = expected_seconds(taught.replace(photo_size=512), tmp_path)
+    assert seconds is None and why == (
+        "no finished run of bisenetv2_xs at 256 px crops of 512 px photos with a teacher to estimate its time from"
+    )
 
 
 def test_lr_warms_up_then_decays_to_zero_or_holds():
