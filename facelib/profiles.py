@@ -56,6 +56,15 @@ OHEM_LOSS = {
 pixels (online hard-example mining)."""
 
 
+SMOOTHED_LOSS = {
+    "terms": {"ce": 0.5, "lovasz": 0.3, "dice": 1.0},
+    "class_weighted": True,
+    "coarse_stride": 4,
+    "label_smoothing": 0.1,
+}
+"""The proxy's loss (`wce_lovasz_dice_coarse4`) with its cross-entropy's targets smoothed by 0.1."""
+
+
 LEVER_TEACHER = "models/teacher-384px.pt"
 """The distillation lever's teacher: the model shipped before the native-crop one (BiSeNetV2-XS with slim
 auxiliary heads at 384 px, 65.27 mIoU), kept byte for byte. Named under the results root (`TableRows.config`
@@ -183,6 +192,7 @@ PROFILES: dict[str, Profile] = {
                     {"cpu_bf16": True, "repeat_threshold": 0.3},
                 ),
                 ("hard-pixel mining: cross-entropy on the hardest quarter", {"cpu_bf16": True, "loss": OHEM_LOSS}),
+                ("label smoothing 0.1", {"cpu_bf16": True, "loss": SMOOTHED_LOSS}),
             ),
             lever_noise=("baseline", "moving average 0.999, seed 1: trained weights"),
             lever_recorded=(("native-scale crops and pseudo-labels from the native-crop model", PSEUDO_LEVER_RUN),),
