@@ -205,10 +205,6 @@ RECIPES: dict[str, tuple[tuple[str, dict[str, Any]], ...]] = {
     "cpu-native": (  # 192k samples as 256 px crops of the 512 px photos (stages after it gained nothing: experiments.md)
         ("cpu-long", _NATIVE),
     ),
-    "cpu-native-restart": (  # cpu-native, then a second cosine cycle: 72k samples more from lr 1e-3
-        ("cpu-long", _NATIVE),
-        ("cpu-long", {**_NATIVE, "lr": 1e-3, "iterations": 9000, "val_interval": 1000}),
-    ),
     "cpu-fast": (  # the fast model: bisenetv2_fast, the cpu preset's 40k samples at 256 px, then 64k more at lr 1e-3
         ("cpu", {**_FAST, "cpu_bf16": True}),
         ("cpu", {**_FAST, "cpu_bf16": True, "lr": 1e-3, "iterations": 8000, "val_interval": 800}),
@@ -218,7 +214,7 @@ RECIPES: dict[str, tuple[tuple[str, dict[str, Any]], ...]] = {
 after the first starts from the best checkpoint of the stage before it (`init_from`); `STAGE_BEFORE` as a stage's
 `pseudo_labels` trains it on that checkpoint's labels of the test photos too, as its `teacher` distils from it."""
 
-ADJUSTED_RECIPES = ("cpu-native", "cpu-native-restart")
+ADJUSTED_RECIPES = ("cpu-native",)
 """Recipes whose last step is the logit adjustment of the last stage's best checkpoint (`facelib adjust`: the
 class weights' bias towards rare classes undone as far as the training photos say), written as adjusted.pt beside
 it; `facelib ship --best` ships that file when it is there."""
