@@ -90,13 +90,21 @@ def _pad(array: np.ndarray, pad: tuple[int, int], fill: int) -> np.ndarray:
     return np.pad(array, widths, constant_values=fill)
 
 
-def photometric(p: float = 0.5) -> A.BasicTransform:
-    """mmseg's PhotoMetricDistortion at half its default strength: brightness +-16 (additive), contrast and
-    saturation x0.75-1.25, hue +-9 OpenCV units (+-18 degrees, 0.05 of the hue circle)."""
+def photometric(strength: float = 0.5, p: float = 0.5) -> A.BasicTransform:
+    """mmseg's PhotoMetricDistortion scaled by `strength` (1: its defaults; 0.5, the presets' usual: brightness
+    +-16 (additive), contrast and saturation x0.75-1.25, hue +-9 OpenCV units, i.e. +-18 degrees)."""
     return A.Sequential(
         [
-            A.RandomBrightnessContrast(brightness_limit=16 / 255, contrast_limit=0.25, brightness_by_max=True, p=0.5),
-            A.ColorJitter(brightness=(1, 1), contrast=(1, 1), saturation=(0.75, 1.25), hue=(-0.05, 0.05), p=0.5),
+            A.RandomBrightnessContrast(
+                brightness_limit=32 * strength / 255, contrast_limit=0.5 * strength, brightness_by_max=True, p=0.5
+            ),
+            A.ColorJitter(
+                brightness=(1, 1),
+                contrast=(1, 1),
+                saturation=(1 - 0.5 * strength, 1 + 0.5 * strength),
+                hue=(-0.1 * strength, 0.1 * strength),
+                p=0.5,
+            ),
         ],
         p=p,
     )
@@ -131,8 +139,10 @@ AUGMENT_PRESETS: dict[str, str] = {
     "full": "flip with swap, then geometric, then photometric (on uint8 pixels, before normalising)",
     "full_wide": "full with the resize range of mmseg's standard pipelines, x0.5-2.0, instead of x1.0-1.2",
     "full_erase": "full, then random erasing (p=0.5): 1-3 rectangles of 10-30% of each side set to 0, mask kept",
+    "full_mid": "full with a resize of x0.75-1.5 instead of x1.0-1.2",
+    "full_color": "full with the photometric distortion at mmseg's full strength (brightness +-32, x0.5-1.5, hue +-18)",
 }
-CROPPING_PRESETS = ("geometric", "full", "full_wide", "full_erase")
+CROPPING_PRESETS = ("geometric", "full", "full_wide", "full_erase", "full_mid", "full_color")
 """The presets that end in a crop to `crop_size`, so they can train on photos larger than the crop."""
 
 
@@ -148,6 +158,8 @@ def _augmentations(preset: str, crop_size: int) -> list[A.BasicTransform]:
         "full": [FlipSwapLeftRight(p=0.5), *geometric(crop_size), photometric()],
         "full_wide": [FlipSwapLeftRight(p=0.5), *geometric(crop_size, scale=(0.5, 2.0)), photometric()],
         "full_erase": [FlipSwapLeftRight(p=0.5), *geometric(crop_size), photometric(), erasing()],
+        "full_mid": [FlipSwapLeftRight(p=0.5), *geometric(crop_size, scale=(0.75, 1.5)), photometric()],
+        "full_color": [FlipSwapLeftRight(p=0.5), *geometric(crop_size), photometric(strength=1.0)],
     }[preset]
 
 

@@ -190,10 +190,11 @@ def test_reseed_is_reproducible_and_gives_each_transform_its_own_stream(face):
     assert 0.3 < np.mean(agreement) < 0.7
 
 
-def test_wide_scale_shrinks_photos_below_the_crop_and_erasing_leaves_the_mask(face):
+def test_wide_scale_shrinks_photos_below_the_crop_and_erasing_and_colour_leave_the_mask(face):
     image, mask = face
-    runs = {name: train_transform(name, 64, MEAN, STD, resize=True) for name in ("full", "full_wide", "full_erase")}
-    padded, erased = {"full": 0, "full_wide": 0}, 0
+    names = ("full", "full_wide", "full_mid", "full_erase", "full_color")
+    runs = {name: train_transform(name, 64, MEAN, STD, resize=True) for name in names}
+    padded, erased, recoloured = {"full": 0, "full_wide": 0, "full_mid": 0}, 0, 0
     for seed in range(24):
         out = {}
         for name, transform in runs.items():
@@ -201,7 +202,11 @@ def test_wide_scale_shrinks_photos_below_the_crop_and_erasing_leaves_the_mask(fa
             out[name] = transform(image=image, mask=mask)
         for name in padded:
             padded[name] += bool((out[name]["mask"] == IGNORE_INDEX).any())
-        np.testing.assert_array_equal(out["full_erase"]["mask"], out["full"]["mask"])  # same draws, mask kept
+        for name in ("full_erase", "full_color"):  # same draws, mask kept
+            np.testing.assert_array_equal(out[name]["mask"], out["full"]["mask"])
         erased += not np.array_equal(out["full_erase"]["image"], out["full"]["image"])
-    assert padded["full"] == 0 and 3 <= padded["full_wide"] <= 18  # x0.5-1.0 of x0.5-2.0: a third of draws
+        recoloured += not np.array_equal(out["full_color"]["image"], out["full"]["image"])
+    # x0.5-1.0 of x0.5-2.0 and x0.75-1.0 of x0.75-1.5: a third of draws each
+    assert padded["full"] == 0 and 3 <= padded["full_wide"] <= 18 and 3 <= padded["full_mid"] <= 18
+    assert 4 <= recoloured <= 20  # the distortion fires half the time, with twice the range when it does
     assert 4 <= erased <= 20  # erasing fires about half the time
