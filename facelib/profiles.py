@@ -65,6 +65,10 @@ SMOOTHED_LOSS = {
 """The proxy's loss (`wce_lovasz_dice_coarse4`) with its cross-entropy's targets smoothed by 0.1."""
 
 
+_NATIVE_LEVER = {"cpu_bf16": True, "photo_size": 512}
+"""The native-crop proxy (`native-scale crops` below): the levers measured after it start from it."""
+
+
 LEVER_TEACHER = "models/teacher-384px.pt"
 """The distillation lever's teacher: the model shipped before the native-crop one (BiSeNetV2-XS with slim
 auxiliary heads at 384 px, 65.27 mIoU), kept byte for byte. Named under the results root (`TableRows.config`
@@ -184,7 +188,7 @@ PROFILES: dict[str, Profile] = {
                 ("moving average 0.999, seed 1", {"cpu_bf16": True, "seed": 1, "ema_decay": 0.999}),
                 ("resize x0.5-2.0", {"cpu_bf16": True, "augment": "full_wide"}),
                 ("random erasing", {"cpu_bf16": True, "augment": "full_erase"}),
-                ("native-scale crops: 256 px of the 512 px photos", {"cpu_bf16": True, "photo_size": 512}),
+                ("native-scale crops: 256 px of the 512 px photos", dict(_NATIVE_LEVER)),
                 ("audit-corrected labels", {"cpu_bf16": True, "corrected_labels": True}),
                 ("distillation from the 384 px model (65.27)", {"cpu_bf16": True, "teacher": LEVER_TEACHER}),
                 (
@@ -193,6 +197,8 @@ PROFILES: dict[str, Profile] = {
                 ),
                 ("hard-pixel mining: cross-entropy on the hardest quarter", {"cpu_bf16": True, "loss": OHEM_LOSS}),
                 ("label smoothing 0.1", {"cpu_bf16": True, "loss": SMOOTHED_LOSS}),
+                ("native-scale crops, weight decay 0.05", {**_NATIVE_LEVER, "weight_decay": 0.05}),
+                ("native-scale crops, resize x0.75-1.5", {**_NATIVE_LEVER, "augment": "full_mid"}),
             ),
             lever_noise=("baseline", "moving average 0.999, seed 1: trained weights"),
             lever_recorded=(("native-scale crops and pseudo-labels from the native-crop model", PSEUDO_LEVER_RUN),),
