@@ -1,5 +1,7 @@
 """Notebook 06's lever table: the proxy run with one lever changed per row (the profile's `lever_rows`), each
-scored at its best checkpoint against the proxy's own run-to-run spread (`lever_noise`: one proxy, two seeds).
+scored at its best checkpoint against the run-to-run spread of the proxy it changes (`lever_noise`: pairs of rows,
+one proxy and two seeds each; a row changes the proxy of the pair whose first row it agrees with in every field
+that row sets, the most specific such proxy when several do).
 
 A run that keeps a moving average of its weights (`ema_decay`) also gives a row for its trained weights, read
 from the `trained_*` columns its metrics.csv logs beside the average's: the update draws no random numbers, so
@@ -31,7 +33,7 @@ SCORES = ("mIoU", "mF1", "per_image_F")
 
 @dataclass(frozen=True)
 class Spread:
-    """The proxy's run-to-run spread: how far apart its two seeds' best scores landed, per headline metric."""
+    """One proxy's run-to-run spread: how far apart its two seeds' best scores landed, per headline metric."""
 
     rows: tuple[str, str]
     points: dict[str, float]
@@ -39,8 +41,8 @@ class Spread:
     def note(self) -> str:
         values = ", ".join(f"{self.points[m]:.2f} {m}" for m in SCORES)
         return (
-            f"Spread: the proxy's two seeds (rows `{self.rows[0]}` and `{self.rows[1]}`) land {values} points apart; "
-            "a lever whose effect is no larger is within noise."
+            f"Spread of the proxy `{self.rows[0]}`: its two seeds (rows `{self.rows[0]}` and `{self.rows[1]}`) land "
+            f"{values} points apart; a lever on it whose effect is no larger is within noise."
         )
 
 
@@ -121,35 +123,62 @@ def _row(label: str, run: Run, scores: dict, per_class: dict | None, held_out: d
     }
 
 
-def lever_table(rows: TableRows, runs: Sequence[Run]) -> tuple[pd.DataFrame, Spread | None]:
+def _proxy_of(rows: TableRows, runs: Sequence[Run]) -> dict[str, str]:
+    """Each run's proxy: the first row of the `lever_noise` pair it agrees with in every field that row sets
+    apart from the profile's lever settings (the pair whose first row sets the most, where several agree). A
+    proxy's own first row is a lever on the proxy below it, where there is one."""
+    default = rows.config("levers").to_dict()
+    configs = {run.label: run.config.to_dict() for run in runs}
+    firsts = [first for first, _ in rows.profile.lever_noise if first in configs]
+    own = {first: {k: v for k, v in configs[first].items() if v != default[k]} for first in firsts}
+    proxy = {}
+    for label, config in configs.items():
+        fits = [first for first in firsts if first != label and all(config[k] == v for k, v in own[first].items())]
+        if fits or label in own:
+            proxy[label] = max(fits, key=lambda first: len(own[first])) if fits else label
+    return proxy
+
+
+def lever_table(rows: TableRows, runs: Sequence[Run]) -> tuple[pd.DataFrame, list[Spread]]:
     """One row per lever run (and per averaged run's trained weights), with each headline metric's change from
-    the mean of the profile's two seed rows (`lever_noise`); and the spread between those two (None when either
-    is missing). The best checkpoint's stored train-split, corrected-label and adjusted scores sit beside them."""
-    noise_rows, lines = rows.profile.lever_noise, []
+    the mean of the two seed rows of the proxy it changes (`against`; empty where that proxy's pair is not
+    complete); and the spread of each proxy with both seed rows. The best checkpoint's stored train-split,
+    corrected-label and adjusted scores sit beside them."""
+    lines, proxy = [], _proxy_of(rows, runs)
     for run in runs:
-        best = run.summary["best"]
-        lines.append(_row(run.label, run, best, best.get("per_class"), held_out_scores(rows.cache.results, run)))
+        best, against = run.summary["best"], proxy.get(run.label)
+        held_out = held_out_scores(rows.cache.results, run)
+        lines.append({**_row(run.label, run, best, best.get("per_class"), held_out), "against": against})
         if run.config.ema_decay and "trained_mF1" in run.metrics:
             unscored = dict.fromkeys(("train mIoU", "corrected mIoU", "adjusted mIoU"))  # best.pt holds the average
-            lines.append(_row(run.label + TRAINED, run, _trained_scores(run), None, unscored))
+            lines.append({**_row(run.label + TRAINED, run, _trained_scores(run), None, unscored), "against": against})
     table = pd.DataFrame(lines).set_index("lever")
-    if not set(noise_rows) <= set(table.index):
-        return table, None
-    pair = table.loc[list(noise_rows), list(SCORES)]
-    spread = Spread(noise_rows, {m: float(abs(pair[m].iloc[0] - pair[m].iloc[1])) for m in SCORES})
+    pairs = [pair for pair in rows.profile.lever_noise if set(pair) <= set(table.index)]
+    spreads = [_spread(table.loc[list(pair), list(SCORES)], pair) for pair in pairs]
+    means = pd.DataFrame({pair[0]: table.loc[list(pair), list(SCORES)].mean() for pair in pairs}, index=SCORES).T
+    base = means.reindex(table["against"]).set_axis(table.index)  # each row's proxy's seed mean; NaN: none
     for metric in SCORES:
-        table.insert(table.columns.get_loc(metric) + 1, f"Δ {metric}", table[metric] - pair[metric].mean())
-    return table, spread
+        table.insert(table.columns.get_loc(metric) + 1, f"Δ {metric}", table[metric] - base[metric])
+    return table, spreads
 
 
-def lever_findings(table: pd.DataFrame, spread: Spread | None) -> str:
-    """One sentence per lever: its change in mIoU and mF1 from the seeds' mean, beyond the spread or within it."""
-    if spread is None:
-        return "No spread is measured for these rows (one of the two seed rows is missing): no lever is judged."
+def _spread(pair: pd.DataFrame, rows: tuple[str, str]) -> Spread:
+    return Spread(rows, {m: float(abs(pair[m].iloc[0] - pair[m].iloc[1])) for m in SCORES})
+
+
+def lever_findings(table: pd.DataFrame, spreads: Sequence[Spread]) -> str:
+    """One sentence per lever: its change in mIoU and mF1 from its proxy's seeds' mean, beyond that proxy's
+    spread or within it."""
+    by_proxy = {spread.rows[0]: spread for spread in spreads}
+    seed_rows = {row for first, spread in by_proxy.items() for row in spread.rows if table.loc[row, "against"] == first}
     lines = []
-    for label, row in table.drop(index=list(spread.rows)).iterrows():
+    for label, row in table.drop(index=list(seed_rows)).iterrows():
+        spread = by_proxy.get(row["against"])
+        if spread is None:
+            lines.append(f"- **{label}**: no spread is measured for its proxy (a seed row is missing): not judged.")
+            continue
         beyond = [m for m in ("mIoU", "mF1") if abs(row[f"Δ {m}"]) > spread.points[m]]
         change = ", ".join(f"{row[f'Δ {m}']:+.2f} {m}" for m in ("mIoU", "mF1"))
         verdict = f"beyond the spread in {' and '.join(beyond)}" if beyond else "within noise"
-        lines.append(f"- **{label}**: {change} against the seeds' mean: {verdict}.")
+        lines.append(f"- **{label}**: {change} against the seeds' mean of `{spread.rows[0]}`: {verdict}.")
     return "\n".join(lines)

@@ -283,11 +283,16 @@ def test_smoke_tables_have_their_rows_and_columns(smoke):
     assert list(_table(smoke, "tta").index) == ["none", "flip", "multiscale"]
     levers = _table(smoke, "table6_levers")
     labels = [label for label, _ in profile.lever_rows]
-    assert list(levers.index) == [*labels[:2], profile.lever_noise[1], *labels[2:]]  # the average's trained weights
+    main, native = profile.lever_noise
+    assert list(levers.index) == [*labels[:2], main[1], *labels[2:]]  # the average's trained weights
     expected = {"Δ mIoU", "Δ mF1", "Δ per_image_F", "train mIoU", "corrected mIoU", "necklace IoU", "images/s"}
     assert expected <= set(levers.columns)
-    assert levers.loc[list(profile.lever_noise), "Δ mIoU"].sum() == pytest.approx(0, abs=0.02)
-    assert "Spread: the proxy's two seeds" in (smoke / "tables" / "table6_levers.md").read_text()
+    assert levers.loc[list(main), "Δ mIoU"].sum() == pytest.approx(0, abs=0.02)  # either side of their mean
+    # the second proxy's seed row belongs to it, not to the main proxy it also agrees with; its first row is a lever
+    assert levers.loc[native[1], "against"] == native[0]
+    assert set(levers.drop(index=native[1])["against"]) == {main[0]}
+    written = (smoke / "tables" / "table6_levers.md").read_text()
+    assert all(f"Spread of the proxy `{first}`" in written for first, _ in profile.lever_noise)
     for name in ("class_stats", "rgb_stats", "class_weights", "audit_summary", "audit_flagged"):
         assert (smoke / "tables" / f"{name}.csv").exists()
     assert len(_table(smoke, "class_stats")) == len(CLASS_NAMES)
@@ -328,19 +333,30 @@ def test_a_lever_rows_teacher_is_named_under_the_results_root(tmp_path):
     assert changes["teacher"] == "models/teacher-384px.pt", "the profile's own row is left as it is"
 
 
-def test_lever_findings_judge_each_lever_against_the_seed_spread():
-    from facelib.levers import Spread, lever_findings
+def test_lever_findings_judge_each_lever_against_the_spread_of_its_own_proxy():
+    from facelib.levers import SCORES, Spread, lever_findings
 
     table = pd.DataFrame(
-        {"Δ mIoU": [-0.2, 0.2, 1.5, -0.1], "Δ mF1": [-0.3, 0.3, 0.2, -2.0]}, index=["a", "b", "wide", "erase"]
+        {
+            "Δ mIoU": [-0.2, 0.2, 1.5, -0.1, -0.5, 0.5, 0.9, 0.3],
+            "Δ mF1": [-0.3, 0.3, 0.2, -2.0, -0.5, 0.5, 0.9, 0.1],
+            "against": ["a", "a", "a", "a", "a", "n", "n", "m"],  # a second proxy's own row is a lever on the first
+        },
+        index=["a", "b", "wide", "erase", "n", "n1", "native decay", "lone"],
     )
-    spread = Spread(("a", "b"), {"mIoU": 0.4, "mF1": 0.6, "per_image_F": 0.2})
-    lines = lever_findings(table, spread).splitlines()
-    assert lines == [
-        "- **wide**: +1.50 mIoU, +0.20 mF1 against the seeds' mean: beyond the spread in mIoU.",
-        "- **erase**: -0.10 mIoU, -2.00 mF1 against the seeds' mean: beyond the spread in mF1.",
+    spreads = [
+        Spread(("a", "b"), {"mIoU": 0.4, "mF1": 0.6, "per_image_F": 0.2}),
+        Spread(("n", "n1"), dict.fromkeys(SCORES, 1.0)),
     ]
-    assert "no lever is judged" in lever_findings(table, None)
+    lines = lever_findings(table, spreads).splitlines()
+    assert lines == [
+        "- **wide**: +1.50 mIoU, +0.20 mF1 against the seeds' mean of `a`: beyond the spread in mIoU.",
+        "- **erase**: -0.10 mIoU, -2.00 mF1 against the seeds' mean of `a`: beyond the spread in mF1.",
+        "- **n**: -0.50 mIoU, -0.50 mF1 against the seeds' mean of `a`: beyond the spread in mIoU.",
+        "- **native decay**: +0.90 mIoU, +0.90 mF1 against the seeds' mean of `n`: within noise.",
+        "- **lone**: no spread is measured for its proxy (a seed row is missing): not judged.",
+    ]
+    assert "not judged" in lever_findings(table.drop(index=["lone"]), spreads[1:]).splitlines()[0]
 
 
 def test_smoke_writes_every_figure(smoke):
