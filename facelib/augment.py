@@ -141,8 +141,9 @@ AUGMENT_PRESETS: dict[str, str] = {
     "full_erase": "full, then random erasing (p=0.5): 1-3 rectangles of 10-30% of each side set to 0, mask kept",
     "full_mid": "full with a resize of x0.75-1.5 instead of x1.0-1.2",
     "full_color": "full with the photometric distortion at mmseg's full strength (brightness +-32, x0.5-1.5, hue +-18)",
+    "full_down": "full with a resize of x0.5-1.2 instead of x1.0-1.2 (crops of 512 px photos from a whole face to its parts)",
 }
-CROPPING_PRESETS = ("geometric", "full", "full_wide", "full_erase", "full_mid", "full_color")
+CROPPING_PRESETS = ("geometric", "full", "full_wide", "full_erase", "full_mid", "full_color", "full_down")
 """The presets that end in a crop to `crop_size`, so they can train on photos larger than the crop."""
 
 
@@ -160,6 +161,7 @@ def _augmentations(preset: str, crop_size: int) -> list[A.BasicTransform]:
         "full_erase": [FlipSwapLeftRight(p=0.5), *geometric(crop_size), photometric(), erasing()],
         "full_mid": [FlipSwapLeftRight(p=0.5), *geometric(crop_size, scale=(0.75, 1.5)), photometric()],
         "full_color": [FlipSwapLeftRight(p=0.5), *geometric(crop_size), photometric(strength=1.0)],
+        "full_down": [FlipSwapLeftRight(p=0.5), *geometric(crop_size, scale=(0.5, 1.2)), photometric()],
     }[preset]
 
 
