@@ -204,6 +204,7 @@ PROFILES: dict[str, Profile] = {
                 ("label smoothing 0.1", {"cpu_bf16": True, "loss": SMOOTHED_LOSS}),
                 ("native-scale crops, weight decay 0.05", {**_NATIVE_LEVER, "weight_decay": 0.05}),
                 ("native-scale crops, resize x0.75-1.5", {**_NATIVE_LEVER, "augment": "full_mid"}),
+                ("native-scale crops, resize x0.5-1.2", {**_NATIVE_LEVER, "augment": "full_down"}),
                 ("photometric distortion at full strength", {"cpu_bf16": True, "augment": "full_color"}),
             ),
             lever_noise=(
