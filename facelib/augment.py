@@ -147,6 +147,16 @@ CROPPING_PRESETS = ("geometric", "full", "full_wide", "full_erase", "full_mid", 
 """The presets that end in a crop to `crop_size`, so they can train on photos larger than the crop."""
 
 
+def _full(
+    crop_size: int, scale: tuple[float, float] = (1.0, 1.2), strength: float = 0.5, erase: bool = False
+) -> list[A.BasicTransform]:
+    """The `full` pipeline (flip with swap, geometric with a resize in `scale`, photometric at `strength`), then
+    random erasing if `erase`: what every `full*` preset is, with one of these changed."""
+    return [FlipSwapLeftRight(p=0.5), *geometric(crop_size, scale), photometric(strength)] + (
+        [erasing()] if erase else []
+    )
+
+
 def _augmentations(preset: str, crop_size: int) -> list[A.BasicTransform]:
     if preset not in AUGMENT_PRESETS:
         raise ConfigError(f"unknown augmentation preset {preset!r}; valid presets: {', '.join(AUGMENT_PRESETS)}")
@@ -156,12 +166,12 @@ def _augmentations(preset: str, crop_size: int) -> list[A.BasicTransform]:
         "flip": [A.HorizontalFlip(p=0.5)],
         "geometric": geometric(crop_size),
         "photometric": [photometric()],
-        "full": [FlipSwapLeftRight(p=0.5), *geometric(crop_size), photometric()],
-        "full_wide": [FlipSwapLeftRight(p=0.5), *geometric(crop_size, scale=(0.5, 2.0)), photometric()],
-        "full_erase": [FlipSwapLeftRight(p=0.5), *geometric(crop_size), photometric(), erasing()],
-        "full_mid": [FlipSwapLeftRight(p=0.5), *geometric(crop_size, scale=(0.75, 1.5)), photometric()],
-        "full_color": [FlipSwapLeftRight(p=0.5), *geometric(crop_size), photometric(strength=1.0)],
-        "full_down": [FlipSwapLeftRight(p=0.5), *geometric(crop_size, scale=(0.5, 1.2)), photometric()],
+        "full": _full(crop_size),
+        "full_wide": _full(crop_size, scale=(0.5, 2.0)),
+        "full_erase": _full(crop_size, erase=True),
+        "full_mid": _full(crop_size, scale=(0.75, 1.5)),
+        "full_color": _full(crop_size, strength=1.0),
+        "full_down": _full(crop_size, scale=(0.5, 1.2)),
     }[preset]
 
 
